@@ -1,0 +1,243 @@
+"""The pipeline configuration: one pydantic-validated YAML file describes a whole run.
+
+An invalid file fails before any work starts, naming the field, the value and what was expected.
+``sentidistill config --example`` prints a commented example (``examples/quickstart.yaml``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sentidistill.errors import ConfigError
+from sentidistill.utils.io import stable_hash
+
+TeacherKind = Literal["openai", "llamacpp", "transformers", "replay", "vllm"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TeacherConfig(_Section):
+    """Which LLM teaches, and how hard we may push it."""
+
+    kind: TeacherKind = Field("llamacpp", description="Backend: openai (any OpenAI-compatible URL), llamacpp (local GGUF), transformers (local HF model), replay (recorded JSONL), vllm (offline engine).")
+    model: str = Field("builtin:qwen2.5-coder-1.5b", description="Model name (openai/vllm), HF id or path (transformers), GGUF path or builtin:qwen2.5-coder-0.5b|builtin:qwen2.5-coder-1.5b (llamacpp).")
+    base_url: str | None = Field(None, description="Endpoint URL for kind=openai, e.g. http://localhost:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself never goes in a config).")
+    replay_path: Path | None = Field(None, description="JSONL transcript for kind=replay.")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once.")
+    max_retries: int = Field(6, ge=0, le=50, description="Retries on 429/5xx/timeouts/connection errors.")
+    repair_attempts: int = Field(2, ge=0, le=10, description="Re-asks with a repair instruction when an answer does not parse.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_requests: int | None = Field(None, ge=1, description="Budget: most requests sent to the backend in this run.")
+    max_total_tokens: int | None = Field(None, ge=1, description="Budget: most prompt+completion tokens in this run.")
+    price_per_1k_prompt_tokens: float | None = Field(None, ge=0, description="For the cost column of the progress bar.")
+    price_per_1k_completion_tokens: float | None = Field(None, ge=0)
+    n_ctx: int = Field(4096, ge=256, description="Context length (llamacpp).")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp); default: all cores.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options passed through.")
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> TeacherConfig:
+        if self.kind == "openai" and not self.base_url and not self.model:
+            raise ValueError("kind=openai needs 'model' (and usually 'base_url')")
+        if self.kind == "replay" and self.replay_path is None:
+            raise ValueError("kind=replay needs 'replay_path' (a JSONL transcript)")
+        return self
+
+
+class StudentConfig(_Section):
+    """The small model that learns."""
+
+    model: str = Field("builtin:minilm-encdec", description="builtin:minilm-encdec (offline default, ~49M params), or any HF seq2seq/causal id or path, or a .gguf file (converted once).")
+    kind: Literal["auto", "seq2seq", "causal"] = Field("auto", description="Architecture family; auto reads the model config.")
+    max_source_length: int = Field(256, ge=8, le=32768, description="Prompt tokens kept (left-truncated for ICL prompts).")
+    max_target_length: int = Field(128, ge=1, le=8192, description="Answer tokens kept.")
+
+
+class ReviewsConfig(_Section):
+    """Unlabeled reviews that the teacher analyses for KnowDist."""
+
+    source: str = Field("sentibench:yelp2", description="A JSONL/CSV/Parquet file, an HF dataset id (hf:NAME[:CONFIG]), or sentibench:<task> (its train split, labels dropped).")
+    text_field: str = Field("text", description="Column holding the review text (for files and HF datasets).")
+    split: str = Field("train", description="Split for HF datasets / sentibench sources.")
+    limit: int | None = Field(200, ge=1, description="Most reviews used (after dedup and length filter).")
+    min_chars: int = Field(20, ge=0)
+    max_chars: int = Field(2000, ge=1)
+
+
+class KnowDistConfig(_Section):
+    """Stage 1: the teacher analyses reviews; the student is pre-trained on (review -> analysis)."""
+
+    enabled: bool = True
+    reviews: ReviewsConfig = ReviewsConfig()
+    prompt_types: list[str] = Field(default_factory=lambda: ["overall", "aspects"], description="Template ids from prompts/templates/knowdist.yaml.")
+    max_tokens: int = Field(192, ge=1, description="Longest teacher analysis.")
+    replay_path: Path | None = Field(None, description="Use a released teacher corpus instead of calling the teacher (e.g. mixtral_yelp_500.jsonl).")
+
+
+class ICLDistConfig(_Section):
+    """Stage 2: ICL prompts over task training splits; the student learns the teacher's answers."""
+
+    enabled: bool = True
+    tasks: list[str] = Field(default_factory=lambda: ["sst2", "imdb", "yelp2", "twitter", "irony18", "emotion", "pstance", "intimacy"], description="Task names from the bench registry whose train splits feed the prompts.")
+    n_prompts: int = Field(400, ge=1, description="ICL prompts generated (spread over tasks).")
+    min_shots: int = Field(0, ge=0, le=16)
+    max_shots: int = Field(4, ge=0, le=16)
+    top_logprobs: int = Field(5, ge=0, le=20, description="k of the teacher's top-k log-probs kept for token-level KD (0 = sequence-level only).")
+    gold_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of examples whose target is the gold label instead of the teacher's answer.")
+    filter_invalid: bool = Field(True, description="Drop teacher answers that failed validation.")
+    kl_weight: float = Field(0.5, ge=0.0, description="Weight of the token-level KL term.")
+    ce_weight: float = Field(1.0, ge=0.0, description="Weight of the sequence-level (cross-entropy) term.")
+
+    @model_validator(mode="after")
+    def _check_shots(self) -> ICLDistConfig:
+        if self.min_shots > self.max_shots:
+            raise ValueError(f"min_shots ({self.min_shots}) must be <= max_shots ({self.max_shots})")
+        return self
+
+
+class TrainingConfig(_Section):
+    """transformers.Trainer settings shared by both distillation stages."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Overrides epochs when > 0.")
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (resumable).")
+    save_total_limit: int = Field(2, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="Run a small SentiBench subset every N steps.")
+    logging_steps: int = Field(10, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPUs that have it, fp32 on CPU.")
+    group_by_length: bool = True
+    lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = Field(16, ge=1)
+    torch_compile: bool = False
+    use_liger_kernel: bool = False
+    report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow...")
+    dataloader_num_workers: int = Field(0, ge=0)
+
+
+class BenchConfig(_Section):
+    """SentiBench evaluation of the teacher and of the student before/after distillation."""
+
+    enabled: bool = True
+    suite: str = Field("sentibench", description="Suite name from the registry (sentibench, sentibench-cls, fsa, extra).")
+    tasks: list[str] = Field(default_factory=list, description="Task names; empty = the whole suite.")
+    shots: int = Field(4, ge=0, le=32)
+    seeds: list[int] = Field(default_factory=lambda: [42])
+    limit: int | None = Field(50, ge=1, description="Stratified subsample of each test set (None = all).")
+    scoring: Literal["restricted", "generate"] = Field("restricted", description="Classification: arg-max over label words, or free generation + parsing.")
+    include_teacher: bool = True
+    include_student_before: bool = True
+
+
+class PipelineConfig(_Section):
+    """A whole run: `sentidistill run CONFIG`."""
+
+    name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; artefacts go to <runs_dir>/<name>/.")
+    runs_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    seed: int = 42
+    data_dir: Path | None = Field(None, description="Folder with the public data sets in the formats of docs/data.md (e.g. ../shared/data).")
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    knowdist: KnowDistConfig = KnowDistConfig()
+    icldist: ICLDistConfig = ICLDistConfig()
+    training: TrainingConfig = TrainingConfig()
+    knowdist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the KnowDist stage.")
+    icldist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the ICLDist stage.")
+    bench: BenchConfig = BenchConfig()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_dir():
+            raise ValueError(f"data_dir '{v}' is not a directory")
+        return Path(v).expanduser() if v is not None else None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes results (the run name and runs_dir do not)."""
+        data = self.model_dump(mode="json", exclude={"name", "runs_dir"})
+        return stable_hash(data, 16)
+
+    def stage_training(self, stage: Literal["knowdist", "icldist"]) -> TrainingConfig:
+        override = self.knowdist_training if stage == "knowdist" else self.icldist_training
+        return override or self.training
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: the field path, the value given, and what was expected."""
+    lines = [f"invalid config {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; `sentidistill config --example` lists every field)"
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"  - {loc}: {msg}; got {shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read and validate a YAML config. Relative paths in it resolve against the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    _resolve_relative_paths(raw, path.parent)
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+_PATH_FIELDS = [("data_dir",), ("runs_dir",), ("teacher", "replay_path"), ("knowdist", "replay_path")]
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    for keys in _PATH_FIELDS:
+        node: Any = raw
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            p = Path(node[keys[-1]]).expanduser()
+            if not p.is_absolute() and not (base / p).exists() and p.exists():
+                continue  # relative to the working directory and present there
+            if not p.is_absolute():
+                node[keys[-1]] = str((base / p).resolve()) if keys != ("runs_dir",) else str(p)
