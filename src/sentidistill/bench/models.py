@@ -1,0 +1,384 @@
+"""Model adapters for the benchmark: local HF models, teacher endpoints, and replayed predictions.
+
+Every adapter offers ``generate(prompts, max_new_tokens)`` (greedy) and ``choose(prompts, words)``
+(restricted-label scoring: which of the label words the model prefers). ``prompt_style`` says
+whether it wants plain strings or chat messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from sentidistill.errors import InputError
+from sentidistill.utils.io import stable_hash
+
+log = logging.getLogger(__name__)
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class Answer:
+    """What an adapter answered: the text to parse, and per-label scores when it scored labels."""
+
+    text: str
+    scores: list[float] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelAdapter(Protocol):
+    name: str
+    prompt_style: Literal["plain", "chat"]
+    n_params: int | None
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]: ...
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]: ...
+
+
+# -- local Hugging Face models --------------------------------------------------------------------------
+
+class HFModelAdapter:
+    """A seq2seq or causal LM from :func:`sentidistill.modeling.load_model` (or an already loaded one).
+
+    ``loglikelihood`` sums the log-probabilities of the whole continuation; ``first_token=True`` scores
+    only its first token, as the SentiBench reference code does.
+    """
+
+    def __init__(
+        self,
+        model: str | Any,
+        *,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        first_token: bool = False,
+        device: str | None = None,
+        kind: Literal["auto", "seq2seq", "causal"] = "auto",
+        prompt_style: Literal["plain", "chat"] = "plain",
+    ) -> None:
+        import torch
+
+        from sentidistill.modeling import LoadedModel, load_model
+
+        if isinstance(model, LoadedModel):
+            self.lm = model
+        else:
+            if device is None:
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.lm = load_model(str(model), kind, device=device)
+        self.name = str(self.lm.source)
+        self.kind = self.lm.kind
+        self.tok = self.lm.tokenizer
+        self.model = self.lm.model
+        self.batch_size = batch_size
+        self.first_token = first_token
+        # Chat style renders messages with the tokenizer's chat template (instruct models).
+        self.prompt_style: Literal["plain", "chat"] = prompt_style
+        self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
+        cfg = getattr(self.model, "config", None)
+        limit = getattr(cfg, "max_position_embeddings", None) or getattr(getattr(cfg, "encoder", None),
+                                                                        "max_position_embeddings", None)
+        self.max_length = max_length or min(int(limit or 1024), 4096)
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, text: str, special: bool) -> list[int]:
+        return list(self.tok(text, add_special_tokens=special)["input_ids"])
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    def loglikelihood(self, prompts: list[Prompt], continuations: list[str]) -> list[float]:
+        """log P(continuation | prompt) for each pair (summed over tokens, or the first token only)."""
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError("one continuation per prompt")
+        out: list[float] = []
+        with torch.inference_mode():
+            for i in range(0, len(prompts), self.batch_size):
+                ps = [self._render(p) for p in prompts[i : i + self.batch_size]]
+                cs = continuations[i : i + self.batch_size]
+                out.extend(self._ll_causal(ps, cs) if self.kind == "causal" else self._ll_seq2seq(ps, cs))
+        return out
+
+    def _ll_causal(self, prompts: list[str], conts: list[str]) -> list[float]:
+        import torch
+
+        seqs, n_cont = [], []
+        for p, c in zip(prompts, conts, strict=True):
+            ctx = self._encode(p, True)
+            cont = self._encode(c, False)
+            if self.first_token:
+                cont = cont[:1]
+            ctx = ctx[-max(1, self.max_length - len(cont)) :]  # keep the end of the prompt (the query)
+            seqs.append(ctx + cont)
+            n_cont.append(len(cont))
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        dev = self.lm.device
+        # Left padding puts every continuation at the right edge, so only the last positions need logits.
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(n_cont) + 1
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+        except TypeError:  # models without logits_to_keep
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        logits = logits[:, -keep:, :].float()
+        logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position j predicts token j+1
+        scores = []
+        for b, n in enumerate(n_cont):
+            targets = ids[b, width - n :]
+            rows = logp[b, keep - 1 - n :, :]
+            scores.append(float(rows.gather(-1, targets.unsqueeze(-1)).sum()))
+        return scores
+
+    def _ll_seq2seq(self, prompts: list[str], conts: list[str]) -> list[float]:
+        import torch
+
+        old_side = self.tok.truncation_side
+        self.tok.truncation_side = "left"  # keep the query, drop the oldest demonstrations
+        enc = self.tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+        self.tok.truncation_side = old_side
+        labels_list = []
+        for c in conts:
+            ids = self._encode(c.strip(), False)
+            labels_list.append(ids[:1] if self.first_token else ids)
+        width = max(len(x) for x in labels_list)
+        labels = torch.tensor([x + [-100] * (width - len(x)) for x in labels_list])
+        dev = self.lm.device
+        out = self.model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev),
+                         labels=labels.to(dev))
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        safe = labels.clamp(min=0).to(dev)
+        tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * (labels != -100).to(dev)
+        return [float(x) for x in tok_lp.sum(-1)]
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
+        """Arg-max over the label words' log-likelihood (ties: the first label)."""
+        sep = " " if self.kind == "causal" and self.prompt_style == "plain" else ""
+        flat_p = [p for p in prompts for _ in words]
+        flat_c = [sep + w for _ in prompts for w in words]
+        ll = self.loglikelihood(flat_p, flat_c)
+        answers = []
+        for i in range(len(prompts)):
+            scores = ll[i * len(words) : (i + 1) * len(words)]
+            best = max(range(len(words)), key=lambda j: scores[j])
+            answers.append(Answer(text=words[best], scores=scores))
+        return answers
+
+    # -- generation ------------------------------------------------------------------------------------
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]:
+        """Greedy decoding, batched; returns only the new text (generation halts at a ``stop`` string)."""
+        import torch
+
+        out: list[str] = []
+        old_side = self.tok.truncation_side
+        self.tok.truncation_side = "left"
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(prompts), self.batch_size):
+                    texts = [self._render(p) for p in prompts[i : i + self.batch_size]]
+                    room = self.max_length - (max_new_tokens if self.kind == "causal" else 0)
+                    enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
+                                   max_length=max(8, room)).to(self.lm.device)
+                    gen = self.model.generate(
+                        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                        pad_token_id=self.tok.pad_token_id,
+                        **({"stop_strings": stop, "tokenizer": self.tok} if stop else {}),
+                    )
+                    if self.kind == "causal":
+                        gen = gen[:, enc["input_ids"].shape[1] :]
+                    out.extend(self.tok.batch_decode(gen, skip_special_tokens=True))
+        finally:
+            self.tok.truncation_side = old_side
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+# -- teacher endpoints ----------------------------------------------------------------------------------
+
+class TeacherAdapter:
+    """Any teacher from :func:`sentidistill.teacher.build_teacher` (endpoint, llama.cpp, replay...).
+
+    Restricted-label scoring asks for the first token's top-k log-probabilities and picks the best label
+    whose verbalizer starts with one of those alternatives; when no alternative identifies a label
+    (or the backend returns no log-probabilities) the generated text is parsed instead.
+    """
+
+    prompt_style: Literal["plain", "chat"] = "chat"
+
+    def __init__(self, teacher: Any, *, top_logprobs: int = 10, name: str | None = None,
+                 n_params: int | None = None) -> None:
+        self.teacher = teacher
+        self.top_logprobs = top_logprobs
+        self.name = name or str(getattr(teacher, "model_id", "teacher"))
+        self.n_params = n_params
+        self.errors = 0
+
+    def _requests(self, prompts: list[Prompt], max_tokens: int, task: str, logprobs: bool,
+                  stop: list[str] | None = None) -> list[Any]:
+        from sentidistill.teacher.types import SamplingParams, TeacherRequest
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=logprobs,
+                                top_logprobs=self.top_logprobs if logprobs else 0, stop=tuple(stop or ()))
+        reqs = []
+        for p in prompts:
+            messages = p if isinstance(p, list) else [{"role": "user", "content": p}]
+            # answer_format stays "free": a benchmark scores the model's first answer, without repairs.
+            reqs.append(TeacherRequest(messages=messages, params=params, prompt_id=f"bench.{task or 'adhoc'}",
+                                       prompt_version="1", metadata={"task": task}))
+        return reqs
+
+    def _texts(self, responses: list[Any]) -> list[str]:
+        out = []
+        for r in responses:
+            if r.status in ("error", "missing"):
+                self.errors += 1
+                log.warning("teacher answered with status %s: %s", r.status, (r.error or "")[:200])
+            out.append(r.text or "")
+        return out
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]:
+        return self._texts(self.teacher.generate(self._requests(prompts, max_new_tokens, task, False, stop)))
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
+        responses = self.teacher.generate(self._requests(prompts, 8, task, True))
+        texts = self._texts(responses)
+        answers = []
+        for resp, text in zip(responses, texts, strict=True):
+            scores = first_token_label_scores(resp.logprobs[0].top if resp.logprobs else [], words)
+            if any(s is not None for s in scores):
+                best = max((j for j, s in enumerate(scores) if s is not None), key=lambda j: scores[j])
+                answers.append(Answer(text=words[best], scores=[s if s is not None else float("-inf") for s in scores],
+                                      meta={"via": "logprobs", "response": text}))
+            else:
+                answers.append(Answer(text=text, meta={"via": "text"}))
+        return answers
+
+    def close(self) -> None:
+        close = getattr(self.teacher, "close", None)
+        if close is not None:
+            close()
+
+
+def first_token_label_scores(top: list[tuple[str, float]] | list[list[Any]], words: list[str]) -> list[float | None]:
+    """Per label word, the best log-probability among first-token alternatives that start it.
+
+    An alternative counts for a word when, stripped and lower-cased, it is a non-empty prefix of that word
+    and of no other word (``"non"`` identifies ``non-irony``; a token shared by two labels identifies none).
+    """
+    lowered = [w.strip().lower() for w in words]
+    best: list[float | None] = [None] * len(words)
+    for tok, lp in top:
+        t = str(tok).strip().lower()
+        if not t:
+            continue
+        owners = [j for j, w in enumerate(lowered) if w.startswith(t)]
+        if len(owners) == 1:
+            j = owners[0]
+            if best[j] is None or lp > best[j]:
+                best[j] = float(lp)
+    return best
+
+
+# -- replay ---------------------------------------------------------------------------------------------
+
+def prompt_key(prompt: Prompt) -> str:
+    return stable_hash(prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False), 32)
+
+
+class ReplayAdapter:
+    """Answers from earlier predictions (``predictions/*.jsonl`` of a run), matched by the exact prompt.
+
+    Rescoring a run with other parsers or metrics costs no model calls. A prompt that is not in the
+    files raises :class:`InputError` (the shots, seeds, limit or task version must be the same).
+    """
+
+    def __init__(self, path: str | Path, *, name: str | None = None) -> None:
+        from sentidistill.utils.io import read_jsonl
+
+        path = Path(path)
+        files = sorted(path.glob("**/*.jsonl")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise InputError("no predictions to replay", path=path, expected="a predictions JSONL file or folder")
+        self.answers: dict[str, str] = {}
+        for f in files:
+            for row in read_jsonl(f):
+                if "prompt" not in row or "raw" not in row:
+                    raise InputError("not a predictions row", path=f, expected="fields 'prompt' and 'raw'")
+                self.answers[prompt_key(row["prompt"])] = str(row["raw"])
+        self.name = name or f"replay:{path.name}"
+        self.n_params: int | None = None
+        meta = (path if path.is_dir() else path.parent).parent / "metrics.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text(encoding="utf-8")).get("model", {})
+            self.n_params = info.get("params")
+            self.name = name or info.get("name") or self.name
+        self.prompt_style: Literal["plain", "chat"] = "plain"
+        first_prompt = next(iter(self._first_prompts(files)), None)
+        if isinstance(first_prompt, list):
+            self.prompt_style = "chat"
+        self.path = path
+
+    @staticmethod
+    def _first_prompts(files: list[Path]):
+        from sentidistill.utils.io import read_jsonl
+
+        for f in files:
+            for row in read_jsonl(f):
+                yield row.get("prompt")
+                return
+
+    def _lookup(self, prompts: list[Prompt]) -> list[str]:
+        out = []
+        for p in prompts:
+            key = prompt_key(p)
+            if key not in self.answers:
+                raise InputError("a prompt has no recorded answer", path=self.path,
+                                 expected="predictions made with the same tasks, shots, seeds and limit")
+            out.append(self.answers[key])
+        return out
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]:
+        return self._lookup(prompts)
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
+        return [Answer(text=t, meta={"via": "replay"}) for t in self._lookup(prompts)]
+
+    def close(self) -> None:
+        pass
+
+
+def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size: int = 8,
+                  first_token: bool = False, **kwargs: Any) -> Any:
+    """``openai:MODEL@BASE_URL`` → TeacherAdapter; ``replay:FILE`` → ReplayAdapter; else an HF model spec."""
+    if spec.startswith("replay:"):
+        return ReplayAdapter(spec.split(":", 1)[1])
+    if spec.startswith("openai:"):
+        from sentidistill.config import TeacherConfig
+        from sentidistill.teacher import build_teacher
+
+        body = spec.split(":", 1)[1]
+        model, _, base_url = body.partition("@")
+        if not model:
+            raise InputError("openai spec needs a model name", field="--model", expected="openai:MODEL@BASE_URL",
+                             got=spec)
+        cfg = TeacherConfig(kind="openai", model=model, base_url=base_url or None, **kwargs)
+        return TeacherAdapter(build_teacher(cfg, cache_path, progress=False), name=spec)
+    return HFModelAdapter(spec, batch_size=batch_size, first_token=first_token)

@@ -1,0 +1,84 @@
+"""The task registry: the YAML files in ``bench/tasks/`` plus any task file a user points to."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from sentidistill.bench.task import Task, TaskSpec
+from sentidistill.errors import InputError
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+
+def load_task_file(path: str | Path) -> Task:
+    """Read and validate one task YAML file; errors name the file and the offending field."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("task file not found", path=path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path,
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise InputError("expected a mapping of task fields", path=path, got=type(raw).__name__)
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        more = f" (+{len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        raise InputError(f"invalid task: {msg}{more}", path=path, field=loc,
+                         got=err.get("input") if not isinstance(err.get("input"), dict) else None) from None
+    return Task(spec, source=path)
+
+
+@cache
+def _builtin() -> dict[str, Task]:
+    tasks: dict[str, Task] = {}
+    for f in sorted(TASKS_DIR.glob("*.yaml")):
+        task = load_task_file(f)
+        if task.name in tasks:
+            raise InputError(f"duplicate task name '{task.name}'", path=f, field="name")
+        tasks[task.name] = task
+    return dict(sorted(tasks.items(), key=lambda kv: (kv[1].spec.order, kv[0])))
+
+
+def get_task(name: str) -> Task:
+    """A built-in task by name, or a user's task file (``path/to/task.yaml``)."""
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        return load_task_file(name)
+    tasks = _builtin()
+    if name not in tasks:
+        close = [t for t in tasks if name.lower() in t.lower() or t.lower() in name.lower()]
+        hint = f"; did you mean {', '.join(close[:5])}?" if close else ""
+        raise InputError(f"unknown task '{name}'{hint}", field="task",
+                         expected="a name from `sentidistill bench --list` or a task YAML file")
+    return tasks[name]
+
+
+def list_tasks(suite: str | None = None) -> list[str]:
+    """Task names in the paper's order (the ``order`` field of each file), optionally one suite's."""
+    tasks = _builtin()
+    if suite is None:
+        return list(tasks)
+    if suite not in list_suites():
+        raise InputError(f"unknown suite '{suite}'", field="suite", expected=" | ".join(list_suites()))
+    return [n for n, t in tasks.items() if suite in t.suites]
+
+
+def list_suites() -> list[str]:
+    return sorted({s for t in _builtin().values() for s in t.suites})
+
+
+def resolve_tasks(suite: str | None = None, tasks: list[str] | None = None) -> list[Task]:
+    """Explicit task names/files win; else the suite; else the ``sentibench`` suite."""
+    if tasks:
+        return [get_task(t) for t in tasks]
+    return [get_task(t) for t in list_tasks(suite or "sentibench")]
