@@ -1,0 +1,145 @@
+"""A local Hugging Face model as teacher: batched ``generate`` in a worker thread.
+
+Requests that arrive together (the runner keeps ``concurrency`` in flight) are grouped by sampling
+parameters into batches of ``batch_size`` and generated in one call on a single worker thread (the model
+is not thread-safe), so the event loop stays free. Top-k log-probs come from the raw logits of each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sentidistill.config import TeacherConfig
+from sentidistill.teacher.base import RequestRejected
+from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
+
+log = logging.getLogger(__name__)
+
+
+class TransformersBackend:
+    def __init__(
+        self, model: str, *, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
+        batch_wait_s: float = 0.005,
+    ) -> None:
+        import torch
+
+        from sentidistill.modeling import load_model
+
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.lm = load_model(model, device=device, dtype=torch_dtype)
+        self.model_id = model
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-generate")
+        self._pending: list[tuple[TeacherRequest, asyncio.Future[TeacherResponse]]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> TransformersBackend:
+        x = cfg.extra
+        return cls(cfg.model, batch_size=int(x.get("batch_size", 8)), device=x.get("device"), dtype=x.get("dtype"))
+
+    async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TeacherResponse] = loop.create_future()
+        self._pending.append((request, fut))
+        if len(self._pending) >= self.batch_size:
+            self._flush()
+        elif not self._flush_scheduled:
+            # Wait a moment so the requests the runner releases together land in one batch.
+            self._flush_scheduled = True
+            loop.call_later(self.batch_wait_s, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        groups: dict[SamplingParams, list[tuple[TeacherRequest, asyncio.Future[TeacherResponse]]]] = {}
+        for item in pending:
+            groups.setdefault(item[0].params, []).append(item)
+        for params, items in groups.items():
+            for i in range(0, len(items), self.batch_size):
+                task = asyncio.ensure_future(self._run_batch(params, items[i : i + self.batch_size]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, params: SamplingParams, items: list[tuple[TeacherRequest, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._generate, params, [r for r, _ in items])
+        except Exception as exc:  # one bad batch must not hang its callers
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(RequestRejected(f"local generation failed: {exc}"))
+            return
+        for (_, fut), res in zip(items, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)
+
+    def _generate(self, params: SamplingParams, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        import torch
+
+        tok, model = self.lm.tokenizer, self.lm.model
+        if self.lm.kind == "causal":
+            texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
+        else:  # seq2seq: the encoder reads the conversation as plain text
+            texts = ["\n".join(m["content"] for m in r.messages) for r in requests]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=self.lm.kind != "causal").to(self.lm.device)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens, "do_sample": sample, "return_dict_in_generate": True,
+            "output_logits": params.logprobs, "pad_token_id": tok.pad_token_id,
+        }
+        if sample:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        with torch.inference_mode():
+            out = model.generate(**enc, **gen_kwargs)
+        seqs = out.sequences
+        start = enc["input_ids"].shape[1] if self.lm.kind == "causal" else 1
+        gen = seqs[:, start:]
+        eos = {t for t in [tok.eos_token_id, tok.pad_token_id] if t is not None}
+        logprobs = None
+        if params.logprobs:
+            # [steps, batch, vocab] -> log-softmax over raw logits (what the model believes, pre-sampling).
+            logprobs = torch.stack(out.logits, dim=0).float().log_softmax(-1)
+        responses = []
+        for b in range(len(requests)):
+            ids = gen[b].tolist()
+            n = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+            finish = "stop" if n < len(ids) else "length"
+            text = tok.decode(ids[:n], skip_special_tokens=True)
+            for s in params.stop:
+                if s and s in text:
+                    text, finish = text[: text.index(s)], "stop"
+            lps = None
+            if logprobs is not None:
+                lps = []
+                k = max(params.top_logprobs, 1)
+                for t in range(n):
+                    row = logprobs[t, b]
+                    top_v, top_i = row.topk(k)
+                    lps.append(TokenLogprob(
+                        token=tok.decode([ids[t]]), logprob=float(row[ids[t]]),
+                        top=[(tok.decode([i]), float(v)) for v, i in zip(top_v.tolist(), top_i.tolist(), strict=True)][
+                            : params.top_logprobs
+                        ],
+                    ))
+            responses.append(TeacherResponse(
+                text=text, model=self.model_id, finish_reason=finish, logprobs=lps,
+                usage=Usage(prompt_tokens=int(enc["attention_mask"][b].sum()), completion_tokens=n),
+            ))
+        return responses
+
+    async def aclose(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
