@@ -8,4 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "predict"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import sentidistill` stays light; `sentidistill.predict(...)` loads torch on first use.
+    if name == "predict":
+        from sentidistill.serve.predict import predict
+
+        return predict
+    raise AttributeError(f"module 'sentidistill' has no attribute '{name}'")

@@ -1,0 +1,154 @@
+"""CLI commands of the serve stage: ``serve``, ``predict`` and ``export-onnx`` (registered on the main app)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from sentidistill.errors import InputError
+
+SERVE_HELP = """Serve a student over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions,
+/v1/analyze {task, texts}, /v1/models, /health and /metrics (Prometheus).
+
+Concurrent requests are batched dynamically: whatever arrives within --batch-wait-ms (or until
+--max-batch-size) runs as one padded batch.
+
+Examples:
+
+  sentidistill serve builtin:minilm-encdec --port 8000
+
+  sentidistill serve runs/demo/student --max-batch-size 64 --batch-wait-ms 10
+
+  sentidistill serve runs/demo/student-onnx --backend onnx
+
+  curl localhost:8000/v1/analyze -d '{"task": "sentiment", "texts": ["I loved it"]}'
+"""
+
+
+def serve_command(
+    model: str = typer.Argument(..., help="HF id or path, builtin:minilm-encdec, or an ONNX export dir."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it on the network)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    served_model_name: str | None = typer.Option(None, "--served-model-name",
+                                                 help="Name clients pass as `model` (default: MODEL)."),
+    max_batch_size: int = typer.Option(16, min=1, help="Most requests per generate() batch."),
+    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long to collect requests into one batch."),
+    max_texts: int = typer.Option(64, min=1, help="Most texts (prompts) per request."),
+    max_chars: int = typer.Option(8000, min=1, help="Most characters per text, prompt or message."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
+    max_tokens: int = typer.Option(512, min=1, help="Ceiling on a request's max_tokens."),
+    request_timeout_s: float = typer.Option(60.0, min=0.1, help="Per-request timeout (504 after it)."),
+    prompt_style: str = typer.Option("plain", help="Task prompt style for /v1/analyze: plain | chat."),
+    backend: str = typer.Option("torch", help="torch | onnx (MODEL is then an export-onnx folder)."),
+    device: str | None = typer.Option(None, help="torch device, e.g. cuda:0 (default: CPU)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    import uvicorn
+
+    from sentidistill.serve.app import create_app
+
+    if prompt_style not in ("plain", "chat"):
+        raise InputError("unknown prompt style", field="--prompt-style", expected="plain | chat", got=prompt_style)
+    app = create_app(
+        model, served_model_name=served_model_name, device=device, max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms, prompt_style=prompt_style, backend=backend, max_texts=max_texts,
+        max_chars=max_chars, max_body_bytes=max_body_bytes, max_tokens=max_tokens,
+        request_timeout_s=request_timeout_s,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+serve_command.__doc__ = SERVE_HELP
+
+
+def _read_inputs(texts: list[str], file: Path | None) -> list[str | dict]:
+    """Texts from arguments, '-' (stdin, one per line) or --file (.txt one per line, .jsonl objects)."""
+    from sentidistill.utils.io import read_jsonl
+
+    items: list[str | dict] = []
+    for t in texts:
+        if t == "-":
+            items.extend(line.rstrip("\n") for line in sys.stdin if line.strip())
+        else:
+            items.append(t)
+    if file is not None:
+        if not file.exists():
+            raise InputError("file not found", path=file)
+        if file.suffix.lower() in (".jsonl", ".ndjson"):
+            for i, obj in enumerate(read_jsonl(file), start=1):
+                if not isinstance(obj.get("text"), str):
+                    raise InputError("missing 'text'", path=file, line=i, field="text", expected="a string")
+                items.append(obj)
+        else:
+            items.extend(line.rstrip("\n") for line in file.read_text(encoding="utf-8-sig").splitlines()
+                         if line.strip())
+    if not items:
+        raise InputError("no texts given", field="TEXTS", expected="texts as arguments, '-' for stdin, or --file")
+    return items
+
+
+def predict_command(
+    texts: list[str] = typer.Argument(None, help="Texts to analyse; '-' reads one text per line from stdin."),
+    file: Path | None = typer.Option(None, "--file", "-f", help=".txt (one per line) or .jsonl ({text, ...})."),
+    task: str = typer.Option("sentiment", help="Alias (sentiment, emotion, irony, stance, aspects, "
+                                               "triplets, ...) or a SentiBench task name."),
+    model: str = typer.Option("builtin:minilm-encdec", help="Student: HF id/path, builtin, or ONNX dir."),
+    batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
+    backend: str = typer.Option("torch", help="torch | onnx."),
+    target: str | None = typer.Option(None, help="Stance target for every text (stance tasks)."),
+) -> None:
+    """Analyse texts with a student and print one JSON object per line.
+
+    Examples:
+
+      sentidistill predict "I loved it" "Never again" --task sentiment
+
+      cat tweets.txt | sentidistill predict - --task emotion --model runs/demo/student
+
+      sentidistill predict --file reviews.jsonl --task aspects --backend onnx --model runs/demo/onnx
+    """
+    from sentidistill.serve.predict import predict
+
+    items = _read_inputs(texts or [], file)
+    if target is not None:
+        items = [{"text": t, "target": target} if isinstance(t, str) else {"target": target, **t} for t in items]
+    for row in predict(items, task=task, model=model, batch_size=batch_size, backend=backend):
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+
+
+def export_onnx_command(
+    model: str = typer.Argument(..., help="Student to export: HF id/path or builtin:minilm-encdec."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    int8: bool = typer.Option(False, "--int8", help="Also write dynamically int8-quantized graphs."),
+    check: int = typer.Option(8, help="Check agreement with PyTorch on this many built-in sentences (0: skip)."),
+) -> None:
+    """Export a student to ONNX (encoder + decoder for seq2seq, one graph for causal LMs).
+
+    Examples:
+
+      sentidistill export-onnx builtin:minilm-encdec --out runs/demo/onnx --int8
+
+      sentidistill serve runs/demo/onnx --backend onnx
+    """
+    from sentidistill.serve.onnx import agreement, export_onnx
+
+    path = export_onnx(model, out, int8=int8)
+    print(f"exported to {path}")
+    if check:
+        from sentidistill.modeling import load_model
+
+        sample = ["The food was great and the service was friendly.", "Terrible movie, boring plot.",
+                  "It was fine, nothing special.", "I love this phone but the screen is awful."][:check]
+        loaded = load_model(model)
+        for variant in (["fp32", "int8"] if int8 else ["fp32"]):
+            res = agreement(loaded, path, sample, int8=variant == "int8", max_tokens=16)
+            print(f"{variant}: ONNX and PyTorch agree on {res['agree']}/{res['n']} generations")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=SERVE_HELP)(serve_command)
+    app.command("predict")(predict_command)
+    app.command("export-onnx")(export_onnx_command)

@@ -1,0 +1,96 @@
+"""``predict``: structured sentiment answers from a student in one call.
+
+>>> from sentidistill import predict
+>>> predict(["The pasta was cold but the staff were lovely."], task="aspects")  # doctest: +SKIP
+[{'text': '...', 'task': 'atsa_rest16', 'prediction': [['pasta', 'negative'], ['staff', 'positive']], ...}]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from sentidistill.errors import InputError
+from sentidistill.serve.engine import GenerationEngine, GenParams
+from sentidistill.serve.tasks import (
+    build_prompts,
+    default_max_tokens,
+    jsonable_prediction,
+    make_row,
+    resolve_task,
+)
+
+_ENGINES: dict[tuple[str, str, bool], GenerationEngine] = {}
+_LOCK = threading.Lock()
+
+
+def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8: bool = False,
+               batch_size: int = 32) -> GenerationEngine:
+    """A cached engine per (model, backend): repeated ``predict`` calls do not reload the model."""
+    from pathlib import Path
+
+    from sentidistill.serve.onnx import META_FILE
+
+    if backend == "torch" and (Path(model) / META_FILE).is_file():
+        backend = "onnx"  # an export-onnx folder holds no PyTorch weights
+    key = (str(model), backend, int8)
+    with _LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            if backend == "onnx":
+                from sentidistill.serve.onnx import OnnxGenerationEngine
+
+                eng = OnnxGenerationEngine(model, int8=int8, max_batch_size=batch_size, batch_wait_ms=0)
+            elif backend == "torch":
+                if int8:
+                    raise InputError("int8 needs the onnx backend", field="int8", expected="backend='onnx'")
+                eng = GenerationEngine.from_spec(str(model), max_batch_size=batch_size, batch_wait_ms=0)
+            else:
+                raise InputError(f"unknown backend '{backend}'", field="backend", expected="torch | onnx")
+            _ENGINES[key] = eng
+        eng.max_batch_size = batch_size
+        return eng
+
+
+def predict(
+    texts: Sequence[str | dict[str, Any]],
+    task: str = "sentiment",
+    model: str = "builtin:minilm-encdec",
+    batch_size: int = 32,
+    backend: Literal["torch", "onnx"] = "torch",
+    *,
+    shots: Sequence[dict[str, Any]] = (),
+    style: Literal["plain", "chat"] = "plain",
+    max_tokens: int | None = None,
+    int8: bool = False,
+) -> list[dict[str, Any]]:
+    """Analyse ``texts`` with a student; one dict per text, in order.
+
+    ``texts``: strings, or dicts with ``text`` and the extra fields a task needs (``target`` for stance).
+    ``task``: an alias (sentiment, polarity, emotion, irony, stance, intimacy, aspects, categories,
+    triplets, quads, opinions) or any SentiBench task name. ``shots``: demonstrations ``{text, gold}``.
+    ``backend="onnx"``: ``model`` is a folder written by :func:`sentidistill.serve.onnx.export_onnx`.
+
+    Each result: ``text``, ``task`` (the registry name), ``prediction`` (a label, or a list of tuples as
+    lists; ``None`` when the answer cannot be parsed), ``valid`` and ``raw`` (the model's text).
+    """
+    if isinstance(texts, (str, bytes)):
+        raise InputError("texts must be a list of strings, not one string", field="texts",
+                         expected="a list, e.g. ['I loved it']")
+    if batch_size < 1:
+        raise InputError("batch_size must be >= 1", field="batch_size", got=batch_size)
+    t = resolve_task(task)
+    rows = [make_row(x, i) for i, x in enumerate(texts)]
+    if not rows:
+        return []
+    prompts = build_prompts(t, rows, list(shots), style=style)
+    engine = get_engine(model, backend, int8=int8, batch_size=batch_size)
+    gens = engine.generate(prompts, GenParams(max_tokens=max_tokens or default_max_tokens(t)))
+    out = []
+    for row, g in zip(rows, gens, strict=True):
+        pred = t.parse(g.text)
+        extra = {k: v for k, v in row.items() if k != "text"}
+        out.append({"text": row["text"], **extra, "task": t.name, "prediction": jsonable_prediction(pred),
+                    "valid": pred is not None, "raw": g.text})
+    return out
