@@ -1,0 +1,35 @@
+"""Training the student: collators, Trainer subclasses per method (KnowDist; ICLDist with top-k KL), engine.
+
+>>> from sentidistill.config import TrainingConfig
+>>> from sentidistill.train import train_student
+>>> final = train_student("builtin:minilm-encdec", "corpus.parquet", "runs/x/models/knowdist",
+...                       TrainingConfig(max_steps=100), method="knowdist")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BenchEvalCallback", "CausalCollator", "ICLDistTrainer", "ICLDistTrainingArguments", "KDStats",
+    "KnowDistTrainer", "KnowDistTrainingArguments", "Seq2SeqCollator", "build_collator", "last_complete_checkpoint",
+    "load_corpus", "sentibench_eval_fn", "topk_kl", "train_student",
+]
+
+_WHERE = {
+    "CausalCollator": "collators", "Seq2SeqCollator": "collators", "build_collator": "collators",
+    "KDStats": "kd", "topk_kl": "kd",
+    "ICLDistTrainer": "trainers", "ICLDistTrainingArguments": "trainers", "KnowDistTrainer": "trainers",
+    "KnowDistTrainingArguments": "trainers",
+    "BenchEvalCallback": "engine", "last_complete_checkpoint": "engine", "load_corpus": "engine",
+    "sentibench_eval_fn": "engine", "train_student": "engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # transformers is heavy: import it when a training name is first used, not on `import sentidistill.train`.
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"sentidistill.train.{_WHERE[name]}"), name)
+    raise AttributeError(name)

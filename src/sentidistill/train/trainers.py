@@ -1,0 +1,180 @@
+"""Trainer subclasses, one per distillation method, with their arguments as dataclasses (as trl does).
+
+* :class:`KnowDistTrainer` (``Seq2SeqTrainer``): sequence-level KD, i.e. cross-entropy on the teacher's text.
+* :class:`ICLDistTrainer` (``Trainer``): ``ce_weight * CE + kl_weight * KL`` where KL is the token-level term
+  against the teacher's stored top-k log-probabilities (:func:`sentidistill.train.kd.topk_kl`).
+
+Both take the corpus as a ``datasets.Dataset`` with ``source``/``target`` (and ``teacher_logprobs``) columns
+and tokenise it themselves (like trl's SFTTrainer), adding a ``length`` column for length-grouped batches.
+Everything else (DDP/FSDP/DeepSpeed through ``accelerate launch``, mixed precision, checkpoints, resume,
+``torch_compile``, Liger kernels, loggers) is plain transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+
+from sentidistill.train.collators import CausalCollator, Seq2SeqCollator, build_collator
+from sentidistill.train.kd import KDStats, TokenMapper, align_example, parse_teacher_logprobs, topk_kl
+
+log = logging.getLogger(__name__)
+
+_TEACHER_KEYS = ("teacher_ids", "teacher_logprobs")
+
+
+@dataclass
+class KnowDistTrainingArguments(Seq2SeqTrainingArguments):
+    """``Seq2SeqTrainingArguments`` plus how corpus rows become tokens."""
+
+    max_source_length: int = field(default=256, metadata={"help": "Prompt/source tokens kept."})
+    max_target_length: int = field(default=128, metadata={"help": "Answer tokens kept (EOS included)."})
+    source_truncation: Literal["left", "right"] = field(
+        default="right", metadata={"help": "Which end of a long source is cut (KnowDist: keep the task tag)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the tokenised corpus columns (the collator picks what it needs)."})
+
+
+@dataclass
+class ICLDistTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the ICLDist loss weights and tokenisation limits."""
+
+    ce_weight: float = field(default=1.0, metadata={"help": "Weight of the sequence-level cross-entropy."})
+    kl_weight: float = field(default=0.5, metadata={"help": "Weight of the token-level top-k KL term."})
+    max_source_length: int = field(default=256, metadata={"help": "Prompt tokens kept (cut from the left)."})
+    max_target_length: int = field(default=128, metadata={"help": "Answer tokens kept (EOS included)."})
+    source_truncation: Literal["left", "right"] = field(
+        default="left", metadata={"help": "ICL prompts end with the query: cut long ones from the left."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the tokenised corpus columns (the collator picks what it needs)."})
+
+
+def _model_kind(model: torch.nn.Module) -> str:
+    return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal"
+
+
+def encode_corpus(
+    dataset: Dataset, collator: Seq2SeqCollator | CausalCollator, *, token_kd: bool
+) -> tuple[Dataset, KDStats]:
+    """Tokenise ``source``/``target`` rows; with ``token_kd``, align ``teacher_logprobs`` to the student."""
+    stats = KDStats()
+    mapper = TokenMapper(collator.tokenizer)
+    has_lp = token_kd and "teacher_logprobs" in dataset.column_names
+    rows: list[dict[str, Any]] = []
+    for i, row in enumerate(dataset):
+        enc = collator.encode(row["source"], row["target"])
+        item = {"input_ids": enc["input_ids"], "labels": enc["labels"], "length": enc["length"],
+                "answer_start": enc["answer_start"]}
+        if token_kd:
+            teacher = parse_teacher_logprobs(row.get("teacher_logprobs"), where=f"corpus row {i}") if has_lp else None
+            n_ans = len(enc["answer_offsets"])
+            ids, lps = align_example(row["target"], enc["labels"][-n_ans - 1:-1] if n_ans else [],
+                                     enc["answer_offsets"], teacher, mapper, stats)
+            item["kd_ids"], item["kd_logprobs"] = ids, lps
+        rows.append(item)
+    return Dataset.from_list(rows), stats
+
+
+def _prepare(dataset: Dataset | None, collator: Any, token_kd: bool) -> tuple[Dataset | None, KDStats]:
+    if dataset is None or "input_ids" in dataset.column_names:
+        return dataset, KDStats()
+    return encode_corpus(dataset, collator, token_kd=token_kd)
+
+
+class _MetricsMixin:
+    """Averages of per-step loss parts, added to the Trainer's logs (and so to every logger)."""
+
+    _parts: dict[str, list[torch.Tensor]]
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        self._parts[name].append(value.detach().float())
+
+    def _flush(self, logs: dict[str, float]) -> None:
+        if "loss" in logs:  # training logs only, not eval/final summaries
+            for name, values in self._parts.items():
+                if values:
+                    logs[name] = round(torch.stack(values).mean().item(), 6)
+            self._parts.clear()
+
+
+class KnowDistTrainer(_MetricsMixin, Seq2SeqTrainer):
+    """Sequence-level KD: plain cross-entropy on the teacher's answers (prompt positions masked)."""
+
+    def __init__(self, model: Any = None, args: KnowDistTrainingArguments | None = None,
+                 train_dataset: Dataset | None = None, processing_class: Any = None,
+                 data_collator: Any = None, **kwargs: Any) -> None:
+        args = args or KnowDistTrainingArguments(output_dir="checkpoints")
+        collator = data_collator or build_collator(
+            _model_kind(model), processing_class, max_source_length=args.max_source_length,
+            max_target_length=args.max_target_length, source_truncation=args.source_truncation,
+            eos_token_id=getattr(model.config, "eos_token_id", None))
+        train_dataset, _ = _prepare(train_dataset, collator, token_kd=False)
+        if "eval_dataset" in kwargs:
+            kwargs["eval_dataset"], _ = _prepare(kwargs["eval_dataset"], collator, token_kd=False)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         data_collator=collator, **kwargs)
+        self._parts = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        for key in _TEACHER_KEYS:  # a corpus with log-probs still trains at sequence level here
+            inputs.pop(key, None)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
+class ICLDistTrainer(_MetricsMixin, Trainer):
+    """``ce_weight * CE + kl_weight * KL(teacher top-k || student)``, KL averaged over answer tokens with
+    teacher log-probs. Examples whose tokens don't align with the teacher's are trained on CE only and
+    counted (``self.kd_stats``; ``kd_examples_fallback`` in every training log)."""
+
+    def __init__(self, model: Any = None, args: ICLDistTrainingArguments | None = None,
+                 train_dataset: Dataset | None = None, processing_class: Any = None,
+                 data_collator: Any = None, **kwargs: Any) -> None:
+        args = args or ICLDistTrainingArguments(output_dir="checkpoints")
+        self._causal = _model_kind(model) == "causal"
+        collator = data_collator or build_collator(
+            _model_kind(model), processing_class, max_source_length=args.max_source_length,
+            max_target_length=args.max_target_length, source_truncation=args.source_truncation,
+            eos_token_id=getattr(model.config, "eos_token_id", None))
+        train_dataset, self.kd_stats = _prepare(train_dataset, collator, token_kd=args.kl_weight > 0)
+        if "eval_dataset" in kwargs:
+            kwargs["eval_dataset"], _ = _prepare(kwargs["eval_dataset"], collator, token_kd=args.kl_weight > 0)
+        if self.kd_stats.fallback:
+            log.warning("token-level KD: %d of %d examples with teacher log-probs fall back to sequence level "
+                        "(student tokens do not align with the teacher's: %s)", self.kd_stats.fallback,
+                        self.kd_stats.with_logprobs, self.kd_stats.fallback_reasons)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         data_collator=collator, **kwargs)
+        # CE and KL are both per-micro-batch token means, so they scale alike under gradient accumulation
+        # (the Trainer's num_items_in_batch rescaling would apply to the CE only).
+        self.model_accepts_loss_kwargs = False
+        self._parts = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_ids = inputs.pop("teacher_ids", None)
+        teacher_lps = inputs.pop("teacher_logprobs", None)
+        ce, outputs = super().compute_loss(model, inputs, return_outputs=True)
+        args: ICLDistTrainingArguments = self.args  # type: ignore[assignment]
+        loss = args.ce_weight * ce
+        self._record("ce", ce)
+        if teacher_ids is not None and args.kl_weight > 0:
+            logits = outputs.logits
+            if self._causal:  # logits at t predict token t+1
+                logits, teacher_ids, teacher_lps = logits[:, :-1], teacher_ids[:, 1:], teacher_lps[:, 1:]
+            kl, n = topk_kl(logits, teacher_ids, teacher_lps)
+            if n > 0:
+                loss = loss + args.kl_weight * kl
+                self._record("kl", kl)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush(logs)
+        if "loss" in logs or "train_runtime" in logs:
+            logs.update(self.kd_stats.as_metrics())
+        super().log(logs, start_time)
