@@ -2,7 +2,9 @@
 
 Answers are deterministic so tests can check them: a ``<<reply:TEXT>>`` directive in the first user
 message is the answer; after an assistant turn (a repair round) ``<<repair:TEXT>>`` is used instead;
-otherwise the server echoes ``echo: <last user message>``. Each generated "token" is a word with a
+a classification prompt (the last user message ends with ``Label:`` or is a ``Sentence:`` turn) is answered by a tiny sentiment
+lexicon over the query sentence, with the other label as the runner-up (a cheap, *correct-ish* teacher
+for pipeline tests); otherwise the server echoes ``echo: <last user message>``. Each generated "token" is a word with a
 deterministic log-probability and top-k alternatives. ``GET /stats`` counts requests per prompt (the
 messages before the first assistant turn), so tests can prove nothing was sent twice.
 
@@ -44,6 +46,20 @@ def prompt_id(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_POSITIVE = {"wonderful", "great", "loved", "love", "warm", "delightful", "beautifully", "best", "charming", "good"}
+_NEGATIVE = {"dull", "terrible", "hated", "boring", "painful", "badly", "worst", "tedious", "bad", "stupid"}
+
+
+def lexicon_label(prompt: str) -> str | None:
+    """For classification prompts (ending in ``Label:``, or a chat turn ``Sentence: ...``): positive or
+    negative by counting lexicon words in the query."""
+    if not (prompt.rstrip().endswith("Label:") or prompt.lstrip().startswith("Sentence:")):
+        return None
+    query = prompt.rsplit("Sentence:", 1)[-1].lower()
+    words = set(re.findall(r"[a-z]+", query))
+    return "negative" if len(words & _NEGATIVE) > len(words & _POSITIVE) else "positive"
+
+
 def _answer(messages: list[dict[str, Any]]) -> str:
     users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     first = users[0] if users else ""
@@ -54,6 +70,9 @@ def _answer(messages: list[dict[str, Any]]) -> str:
     m = _REPLY.search(first)
     if m:
         return m.group(1)
+    label = lexicon_label(users[-1] if users else "")
+    if label:
+        return label
     return "echo: " + (users[-1] if users else "")
 
 
@@ -97,7 +116,10 @@ def create_app(latency_s: float = 0.0) -> FastAPI:
             for pos, tok in enumerate(tokens):
                 lp = _logprob(tok, pos)
                 top = [{"token": tok, "logprob": lp, "bytes": None}]
-                top += [{"token": f" alt{j}", "logprob": lp - j, "bytes": None} for j in range(1, k)]
+                if tok in ("positive", "negative"):  # the runner-up label, so restricted scoring has a choice
+                    other = "negative" if tok == "positive" else "positive"
+                    top.append({"token": other, "logprob": lp - 1.5, "bytes": None})
+                top += [{"token": f" alt{j}", "logprob": lp - 2 - j, "bytes": None} for j in range(1, k)]
                 content.append({"token": tok, "logprob": lp, "bytes": None, "top_logprobs": top[:k]})
             logprobs = {"content": content}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)

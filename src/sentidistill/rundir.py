@@ -165,7 +165,7 @@ class RunDir:
             self.mark_stage(name, "failed", error=f"{type(exc).__name__}: {exc}"[:500],
                             wall_s=round(time.perf_counter() - t0, 2))
             raise
-        self.mark_stage(name, "done", wall_s=round(time.perf_counter() - t0, 2), **info)
+        self.mark_stage(name, "done", **{**info, "wall_s": round(time.perf_counter() - t0, 2)})
 
     def finish(self, status: str = "done", **info: Any) -> None:
         manifest = self.read_manifest()

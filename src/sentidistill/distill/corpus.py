@@ -37,6 +37,9 @@ class CorpusStats:
     dropped: dict[str, int] = field(default_factory=dict)
     by_task: dict[str, int] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)  # e.g. reviews read / dropped by the loader
+    # Rows kept with a canonical label instead of the teacher's prose: their log-probs no longer describe
+    # the target, so they train at sequence level only.
+    logprobs_dropped: int = 0
     teacher: dict[str, float] = field(default_factory=dict)
 
     def count(self, bucket: dict[str, int], key: str, n: int = 1) -> None:

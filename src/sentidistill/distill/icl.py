@@ -207,10 +207,18 @@ def build_icl_corpus(
         if resp.status == "invalid" and cfg.filter_invalid:
             stats.count(stats.dropped, "invalid")
             continue
+        target = resp.text.strip()
+        if isinstance(resp.parsed, str) and resp.status in ("valid", "repaired"):
+            # Chat teachers wrap labels in prose ("The sentiment is positive."): the student learns the
+            # canonical label word, as the bench scores it.
+            target = resp.parsed
         logprobs = None
-        if resp.logprobs:
+        if resp.logprobs and target == resp.text.strip():
             logprobs = json.dumps([t.model_dump(mode="json") for t in resp.logprobs], ensure_ascii=False)
-        rows.append({**base, "target": resp.text.strip(), "status": resp.status, "teacher_logprobs": logprobs})
+        elif resp.logprobs:
+            # The log-probs describe the prose, not the label we train on: sequence-level KD only.
+            stats.logprobs_dropped += 1
+        rows.append({**base, "target": target, "status": resp.status, "teacher_logprobs": logprobs})
         stats.count(stats.by_task, p.task)
     stats.teacher = dict(getattr(teacher, "stats", {}) or {})
     if not rows:

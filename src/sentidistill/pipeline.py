@@ -1,0 +1,212 @@
+"""The whole pipeline, top to bottom: teach -> train -> bench -> report, resumable stage by stage.
+
+Each stage writes its artefacts into the run directory and is marked done in the manifest; re-running
+the same config skips finished stages (their outputs are checked, not just their flags), so a killed
+run picks up where it stopped. The teacher's response cache makes even a half-finished teaching stage
+resume without paying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentidistill.config import PipelineConfig
+from sentidistill.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # model label -> metrics.json
+    report_md: Path | None = None
+    report_html: Path | None = None
+    stage_times: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+class _LazyTeacher:
+    """Starts the teacher (e.g. a llama.cpp server) on first use only; closed when the run ends."""
+
+    def __init__(self, cfg: PipelineConfig, rundir: RunDir, stack: ExitStack) -> None:
+        self._cfg, self._rundir, self._stack = cfg, rundir, stack
+        self._teacher = None
+
+    def get(self):
+        if self._teacher is None:
+            from sentidistill.teacher import build_teacher
+
+            self._teacher = self._stack.enter_context(build_teacher(self._cfg.teacher, self._rundir.cache_path))
+        return self._teacher
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return dict(self._teacher.stats) if self._teacher is not None else {}
+
+
+def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
+    """Run (or resume) every enabled stage of ``cfg`` and return where the results are."""
+    from sentidistill.data import default_data_dir
+
+    rundir = RunDir(cfg.run_dir)
+    rundir.open(cfg, config_hash=cfg.config_hash(), seeds={"pipeline": cfg.seed, "bench": cfg.bench.seeds[0]})
+    handler = rundir.attach_log()
+    data_dir = cfg.data_dir or default_data_dir()
+    result = PipelineResult(run_dir=rundir.path)
+    notify = on_stage or (lambda name, status: None)
+
+    def stage(name: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
+        if rundir.stage_done(name) and all(p.exists() for p in outputs):
+            result.skipped.append(name)
+            notify(name, "skipped (done)")
+            return
+        notify(name, "running")
+        t0 = time.perf_counter()
+        with rundir.stage(name) as info:
+            info.update(fn() or {})
+        result.stage_times[name] = time.perf_counter() - t0
+        notify(name, f"done in {result.stage_times[name]:.1f}s")
+
+    base_student = cfg.student.model
+    knowdist_model = rundir.models_dir / "knowdist" / "final"
+    icldist_model = rundir.models_dir / "icldist" / "final"
+    knowdist_corpus = rundir.corpus_dir / "knowdist.parquet"
+    icl_corpus = rundir.corpus_dir / "icl.parquet"
+
+    try:
+        with ExitStack() as stack:
+            teacher = _LazyTeacher(cfg, rundir, stack)
+
+            # 1. Teaching: the teacher writes the two corpora (every response cached as it arrives).
+            if cfg.knowdist.enabled:
+                stage("teach_knowdist", [knowdist_corpus], lambda: _teach_knowdist(cfg, teacher, knowdist_corpus, data_dir))
+            if cfg.icldist.enabled:
+                stage("teach_icl", [icl_corpus], lambda: _teach_icl(cfg, teacher, icl_corpus, data_dir))
+
+            # 2. The teacher's own score on the benchmark (same prompts as the students).
+            if cfg.bench.enabled and cfg.bench.include_teacher:
+                out = rundir.bench_dir / "teacher"
+                stage("bench_teacher", [out / "metrics.json"],
+                      lambda: _bench(cfg, "teacher", out, data_dir, teacher=teacher))
+
+        # 3. The student before distillation.
+        if cfg.bench.enabled and cfg.bench.include_student_before:
+            out = rundir.bench_dir / "student_before"
+            stage("bench_student_before", [out / "metrics.json"],
+                  lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student))
+
+        # 4. KnowDist pre-training, then ICLDist on top of it.
+        current = base_student
+        if cfg.knowdist.enabled:
+            stage("train_knowdist", [knowdist_model / "config.json"],
+                  lambda: _train(cfg, current, knowdist_corpus, rundir.models_dir / "knowdist", "knowdist"))
+            current = str(knowdist_model)
+            if cfg.bench.enabled and cfg.icldist.enabled:
+                out = rundir.bench_dir / "student_knowdist"
+                stage("bench_student_knowdist", [out / "metrics.json"],
+                      lambda: _bench(cfg, "student (KnowDist)", out, data_dir, model=str(knowdist_model)))
+        if cfg.icldist.enabled:
+            start_from = current
+            stage("train_icldist", [icldist_model / "config.json"],
+                  lambda: _train(cfg, start_from, icl_corpus, rundir.models_dir / "icldist", "icldist"))
+            current = str(icldist_model)
+
+        # 5. The distilled student on the same benchmark, then the report.
+        if cfg.bench.enabled and current != base_student:
+            label = "student (" + "+".join(
+                n for n, on in (("KnowDist", cfg.knowdist.enabled), ("ICLDist", cfg.icldist.enabled)) if on) + ")"
+            out = rundir.bench_dir / "student_after"
+            final_model = current
+            stage("bench_student_after", [out / "metrics.json"],
+                  lambda: _bench(cfg, label, out, data_dir, model=final_model))
+        if cfg.bench.enabled:
+            stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir))
+            result.report_md = rundir.path / "report.md"
+            result.report_html = rundir.path / "report.html"
+            for metrics_file in sorted(rundir.bench_dir.glob("*/metrics.json")):
+                result.metrics[metrics_file.parent.name] = json.loads(metrics_file.read_text(encoding="utf-8"))
+        rundir.finish("done", stage_times={k: round(v, 2) for k, v in result.stage_times.items()})
+    except BaseException as exc:
+        rundir.finish("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+                      error=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        logging.getLogger("sentidistill").removeHandler(handler)
+        handler.close()
+    return result
+
+
+# -- stage bodies ----------------------------------------------------------------------------------
+
+def _teach_knowdist(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.distill import build_knowdist_corpus
+
+    # A replayed corpus needs no live teacher: don't start one for nothing.
+    live = None if cfg.knowdist.replay_path else teacher.get()
+    stats = build_knowdist_corpus(cfg.knowdist, live, out, data_dir=data_dir, seed=cfg.seed)
+    return {**_as_dict(stats), "teacher": teacher.stats}
+
+
+def _teach_icl(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.distill import build_icl_corpus
+
+    stats = build_icl_corpus(cfg.icldist, teacher.get(), out, data_dir=data_dir, seed=cfg.seed)
+    return {**_as_dict(stats), "teacher": teacher.stats}
+
+
+def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method: str) -> dict:
+    from sentidistill.train import train_student
+
+    final = train_student(
+        model, corpus, out_dir, cfg.stage_training(method), method=method, student=cfg.student,
+        icl=cfg.icldist if method == "icldist" else None, seed=cfg.seed,
+    )
+    return {"model": str(final)}
+
+
+def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
+           model: str | None = None, teacher: _LazyTeacher | None = None) -> dict:
+    from sentidistill.bench import list_tasks, run_bench
+    from sentidistill.bench.models import HFModelAdapter, TeacherAdapter
+
+    tasks = cfg.bench.tasks or list_tasks(cfg.bench.suite)
+    if teacher is not None:
+        adapter = TeacherAdapter(teacher.get())
+    else:
+        adapter = HFModelAdapter(model, kind=cfg.student.kind, max_length=cfg.student.max_source_length)
+    metrics = run_bench(
+        adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
+        scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label,
+    )
+    return {"score": metrics.get("sentibench_score"), "bench_wall_s": metrics.get("wall_s")}
+
+
+def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
+    from sentidistill.report import write_report
+
+    order = ["teacher", "student_before", "student_knowdist", "student_after"]
+    files = [rundir.bench_dir / n / "metrics.json" for n in order if (rundir.bench_dir / n / "metrics.json").exists()]
+    write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'")
+    return {"report": str(rundir.path / "report.html")}
+
+
+def _as_dict(stats: Any) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    if isinstance(stats, dict):
+        return stats
+    if hasattr(stats, "model_dump"):
+        return stats.model_dump()
+    if hasattr(stats, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(stats)
+    return {"stats": str(stats)}
