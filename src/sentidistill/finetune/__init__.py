@@ -1,0 +1,31 @@
+"""Paper 2's evaluation: fine-tune a student on fine-grained sentiment analysis over seeds, with statistics.
+
+``run_finetune_eval(models={"base": SPEC, "distilled": SPEC}, datasets=["rest14"], seeds=[42, 52, 62])``
+fine-tunes each model per dataset, training fraction and seed (in parallel, resumable), scores micro-F1
+on test + hard_test and its subsets, and reports mean ± std and paired differences with intervals.
+"""
+
+from sentidistill.finetune.data import FSA_DATASETS, FSADataset, FSAExample, load_fsa_dataset, read_fsa_file
+from sentidistill.finetune.metrics import micro_f1, parse_pairs, score_predictions
+from sentidistill.finetune.runner import (
+    DEFAULT_SEEDS,
+    PAPER_SEEDS,
+    FinetuneResults,
+    load_results,
+    run_finetune_eval,
+)
+from sentidistill.finetune.stats import PairedDifference, bootstrap_ci, mean_std, paired_difference
+
+__all__ = [
+    "DEFAULT_SEEDS", "FSA_DATASETS", "PAPER_SEEDS", "FSADataset", "FSAExample", "FinetuneResults",
+    "PairedDifference", "bootstrap_ci", "finetune_report_section", "load_fsa_dataset", "load_results",
+    "mean_std", "micro_f1", "paired_difference", "parse_pairs", "read_fsa_file", "run_finetune_eval",
+    "score_predictions",
+]
+
+
+def finetune_report_section(results, **kw):  # lazy: matplotlib only when a report is built
+    """(markdown, html) of a fine-tuning run; see :mod:`sentidistill.finetune.report`."""
+    from sentidistill.finetune.report import finetune_report_section as _section
+
+    return _section(results, **kw)

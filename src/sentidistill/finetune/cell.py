@@ -1,0 +1,303 @@
+"""Train and evaluate one cell (model, dataset, train fraction, seed) of the fine-tuning table.
+
+:func:`run_cell` is a top-level function of a picklable :class:`CellConfig`, so it runs the same in this
+process or in a spawned worker. A finished cell has ``metrics.json`` (written atomically, last) and is
+never recomputed; an interrupted cell restarts from scratch.
+
+Protocol (paper 2's ``evaluation/atsa.py``): generation target ``term | polarity ; ...``; AdamW
+(eps 1e-6), linear decay without warm-up; greedy decoding of at most 100 tokens; after every epoch the
+dev set is decoded and the weights with the best dev micro-F1 are kept and tested on test + hard_test.
+Encoder-decoder students read the bare sentence (as in the paper); causal students read an instruction
+prompt and are trained with the loss on the answer tokens only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from sentidistill.finetune.data import FSAExample, Task, load_fsa_dataset, target_text, train_dev_split
+from sentidistill.finetune.metrics import parse_pairs, score_predictions
+from sentidistill.utils.io import atomic_write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+CAUSAL_INSTRUCTIONS: dict[str, str] = {
+    "atsa": "List each aspect term of the sentence with its sentiment (positive, negative, neutral or "
+            "conflict), as 'term | polarity ; term | polarity'.",
+    "acsa": "List each aspect category of the sentence with its sentiment (positive, negative, neutral or "
+            "conflict), as 'category | polarity ; category | polarity'.",
+}
+
+
+@dataclass
+class CellConfig:
+    """Everything one cell needs; plain data so that it pickles into a spawned worker."""
+
+    model_name: str
+    model_spec: str
+    dataset: str
+    cell_dir: str
+    data_dir: str | None = None
+    train_fraction: float = 1.0
+    seed: int = 42
+    epochs: float = 20.0
+    learning_rate: float = 3e-4
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    max_source_length: int = 256
+    max_new_tokens: int = 100
+    device: str | None = None  # None: cuda if available, else cpu
+    num_threads: int | None = None  # torch intra-op threads (CPU); None leaves torch's default
+    dev_fraction: float = 0.1  # carved from train when the dataset has no dev split
+    limit_train: int | None = None  # for smoke tests: cap the (already subsampled) train set
+    limit_eval: int | None = None  # cap dev and each test split
+    eval_every_epochs: int = 1
+    precision: str = "fp32"  # fp32 | bf16 (GPU only)
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.cell_dir) / "metrics.json"
+
+
+def cell_is_done(cfg: CellConfig) -> bool:
+    return cfg.metrics_path.is_file()
+
+
+# -- features --------------------------------------------------------------------------------------
+
+def _eos_id(lm) -> int:
+    eos = getattr(lm.model.generation_config, "eos_token_id", None)
+    if isinstance(eos, list | tuple):
+        eos = eos[0] if eos else None
+    if eos is None:
+        eos = lm.tokenizer.eos_token_id if lm.tokenizer.eos_token_id is not None else lm.tokenizer.sep_token_id
+    return int(eos)
+
+
+def causal_prompt(sentence: str, task: Task) -> str:
+    return f"{CAUSAL_INSTRUCTIONS[task]}\nSentence: {sentence}\nAnswer:"
+
+
+def build_features(lm, examples: Sequence[FSAExample], task: Task, max_source_length: int) -> list[dict]:
+    """Token ids per example: seq2seq (sentence -> answer + EOS) or causal (prompt + answer, loss on answer)."""
+    tok = lm.tokenizer
+    eos = _eos_id(lm)
+    feats: list[dict] = []
+    for ex in examples:
+        answer = target_text(ex, task)
+        if lm.kind == "seq2seq":
+            src = tok(ex.sentence, truncation=True, max_length=max_source_length)["input_ids"]
+            # No tokenizer specials on the target: BERT would add [CLS] (the decoder start) to the labels.
+            labels = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
+            feats.append({"input_ids": src, "labels": labels})
+        else:
+            prompt = tok(causal_prompt(ex.sentence, task), truncation=True, max_length=max_source_length)["input_ids"]
+            ans = (tok(" " + answer, add_special_tokens=False)["input_ids"] if answer else []) + [eos]
+            feats.append({"input_ids": prompt + ans, "labels": [-100] * len(prompt) + ans})
+    return feats
+
+
+class PadCollator:
+    """Right-pads input_ids/labels of a batch (labels with -100) and builds the attention mask."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        n = max(len(b["input_ids"]) for b in batch)
+        m = max(len(b["labels"]) for b in batch)
+        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(batch), n), dtype=torch.long)
+        lab = torch.full((len(batch), m), -100, dtype=torch.long)
+        for i, b in enumerate(batch):
+            ids[i, : len(b["input_ids"])] = torch.tensor(b["input_ids"])
+            att[i, : len(b["input_ids"])] = 1
+            lab[i, : len(b["labels"])] = torch.tensor(b["labels"])
+        return {"input_ids": ids, "attention_mask": att, "labels": lab}
+
+
+def generate_answers(lm, examples: Sequence[FSAExample], task: Task, *, batch_size: int = 32,
+                     max_new_tokens: int = 100, max_source_length: int = 256) -> list[str]:
+    """Greedy answers for ``examples`` (batched; sorted by length so that padding stays small)."""
+    import torch
+
+    tok, model = lm.tokenizer, lm.model
+    was_training = model.training
+    model.eval()
+    texts = [ex.sentence if lm.kind == "seq2seq" else causal_prompt(ex.sentence, task) for ex in examples]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    if lm.kind == "causal":
+        tok.padding_side = "left"  # generate from the right edge of every row
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                      max_length=max_source_length).to(lm.device)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=_eos_id(lm))
+            if lm.kind == "causal":
+                gen = gen[:, enc["input_ids"].shape[1]:]
+            for i, g in zip(idx, tok.batch_decode(gen, skip_special_tokens=True), strict=True):
+                out[i] = g.strip()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def dev_f1(lm, examples: Sequence[FSAExample], task: Task, cfg: CellConfig) -> float:
+    """Micro-F1 of greedy answers on ``examples`` (the checkpoint-selection criterion)."""
+    from sentidistill.finetune.metrics import gold_keys, micro_f1
+
+    outs = generate_answers(lm, examples, task, batch_size=cfg.eval_batch_size,
+                            max_new_tokens=cfg.max_new_tokens, max_source_length=cfg.max_source_length)
+    preds = [parse_pairs(o, e.sentence, task).pairs for e, o in zip(examples, outs, strict=True)]
+    return micro_f1([gold_keys(e, task) for e in examples], preds)["f1"]
+
+
+# -- one cell --------------------------------------------------------------------------------------
+
+class _LogLosses(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs:
+            log.info("step %s: %s", state.global_step, {k: v for k, v in logs.items() if k != "epoch"})
+
+
+def _pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_cell(cfg: CellConfig) -> dict[str, Any]:
+    """Fine-tune ``cfg.model_spec`` on one dataset/fraction/seed, test the best-on-dev weights, write results.
+
+    Returns the metrics dict (also in ``<cell_dir>/metrics.json``); an already finished cell is read back.
+    """
+    import json
+
+    if cell_is_done(cfg):
+        return json.loads(cfg.metrics_path.read_text(encoding="utf-8"))
+
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from sentidistill.modeling import load_model
+
+    t0, cpu0 = time.time(), time.process_time()
+    hf_logging.disable_progress_bar()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = _pick_device(cfg.device)
+    cell_dir = Path(cfg.cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+
+    ds = load_fsa_dataset(cfg.dataset, cfg.data_dir)
+    train, dev = train_dev_split(ds, cfg.seed, cfg.train_fraction, cfg.dev_fraction)
+    test = [e for split in ("test", "hard_test") for e in ds.splits.get(split, [])[: cfg.limit_eval]]
+    if cfg.limit_train:
+        train = train[: cfg.limit_train]
+    if cfg.limit_eval:
+        dev = dev[: cfg.limit_eval]
+
+    set_seed(cfg.seed)
+    lm = load_model(cfg.model_spec, device=device)
+    lm.model.train()
+    feats = build_features(lm, train, ds.task, cfg.max_source_length)
+    collator = PadCollator(lm.tokenizer.pad_token_id)
+
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"f1": -1.0, "epoch": 0, "state": None}
+
+    class BestOnDev(TrainerCallback):
+        """Decode dev every ``eval_every_epochs`` epochs; keep the best weights (a CPU copy) in memory."""
+
+        def on_epoch_end(self, args, state, control, model=None, **kw):
+            epoch = round(state.epoch or 0)
+            last = state.global_step >= state.max_steps
+            if epoch % cfg.eval_every_epochs and not last:
+                return control
+            f1 = dev_f1(lm, dev, ds.task, cfg)
+            history.append({"epoch": epoch, "step": state.global_step, "dev_f1": f1})
+            log.info("%s %s frac=%s seed=%s epoch %s: dev F1 %.4f", cfg.model_name, ds.name,
+                     cfg.train_fraction, cfg.seed, epoch, f1)
+            if f1 > best["f1"]:
+                best.update(f1=f1, epoch=epoch,
+                            state={k: v.detach().to("cpu", copy=True) for k, v in lm.model.state_dict().items()})
+            return control
+
+    use_cpu = not str(device).startswith("cuda")
+    args = TrainingArguments(
+        output_dir=str(cell_dir / "trainer"),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        adam_epsilon=cfg.adam_epsilon,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=max(1, len(feats) // cfg.batch_size // 4 or 1),
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=use_cpu,
+        bf16=cfg.precision == "bf16" and not use_cpu,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=lm.model, args=args, train_dataset=feats, data_collator=collator,
+                      callbacks=[BestOnDev(), _LogLosses()])
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts to stdout; _LogLosses logs them
+    train_out = trainer.train()
+    train_s = time.time() - t0
+    if best["state"] is not None:
+        lm.model.load_state_dict(best["state"])
+    best["state"] = None
+
+    t1 = time.time()
+    outputs = generate_answers(lm, test, ds.task, batch_size=cfg.eval_batch_size,
+                               max_new_tokens=cfg.max_new_tokens, max_source_length=cfg.max_source_length)
+    metrics = score_predictions(test, outputs, ds.task)
+    rows = []
+    for ex, out in zip(test, outputs, strict=True):
+        parsed = parse_pairs(out, ex.sentence, ds.task)
+        rows.append({"id": ex.id, "split": ex.split, "sentence": ex.sentence,
+                     "gold": target_text(ex, ds.task), "output": out,
+                     "pred_pairs": [list(p) for p in parsed.pairs], "valid": parsed.valid})
+    write_jsonl(cell_dir / "predictions.jsonl", rows)
+    result = {
+        "model": cfg.model_name, "model_spec": cfg.model_spec, "dataset": ds.name, "task": ds.task,
+        "train_fraction": cfg.train_fraction, "seed": cfg.seed,
+        "n_train": len(train), "n_dev": len(dev), "n_test": len(test),
+        "best_epoch": best["epoch"], "best_dev_f1": best["f1"], "dev_history": history,
+        "train_loss": float(train_out.training_loss), "metrics": metrics,
+        "f1": metrics["all"]["f1"],
+        "device": str(device), "train_seconds": round(train_s, 2), "test_seconds": round(time.time() - t1, 2),
+        "wall_seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("cell_dir",)},
+        "pid": os.getpid(),
+    }
+    atomic_write_json(cfg.metrics_path, result)  # last: its presence marks the cell as finished
+    return result
