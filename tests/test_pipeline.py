@@ -34,6 +34,16 @@ def tiny_data_dir(tmp_path_factory) -> Path:
     _write_json(root / "sentibench/sc/sst2/val.json", rows[:6])
     _write_json(root / "sentibench/sc/sst2/test.json", [{"sentence": t, "label": lab}
                 for lab, texts in (("positive", POS), ("negative", NEG)) for t in texts])
+    # A tiny aspect-term dataset for the fine-tuning stage (paper 2's evaluation).
+    absa = []
+    for i, (food, pol) in enumerate([("pizza", "positive"), ("soup", "negative"), ("pasta", "positive"),
+                                     ("salad", "negative"), ("bread", "positive"), ("fish", "negative")]):
+        sentence = f"the {food} was {'great' if pol == 'positive' else 'awful'}"
+        absa.append({"ID": str(i), "sentence": sentence, "aspects": [
+            {"from": 4, "to": 4 + len(food), "target": food, "category": "FOOD#QUALITY", "polarity": pol,
+             "opinion_words": [{"from": 9 + len(food), "to": len(sentence), "term": sentence.split()[-1]}]}]})
+    for split in ("train", "dev", "test", "hard_test"):
+        _write_json(root / "absa_tiny" / f"{split}.json", absa)
     return root
 
 
@@ -58,6 +68,8 @@ def _config(tmp_path: Path, data_dir: Path, teacher_url: str, student_dir: Path,
         "icldist": {"tasks": ["sst2"], "n_prompts": 8, "max_shots": 1, "top_logprobs": 3},
         "training": {"max_steps": 3, "batch_size": 4, "save_steps": 2, "logging_steps": 1},
         "bench": {"tasks": ["sst2"], "limit": 6, "shots": 1},
+        "finetune": {"enabled": True, "datasets": [f"atsa:{data_dir / 'absa_tiny'}"], "seeds": [42], "epochs": 1,
+                     "batch_size": 4, "max_parallel": 1, "limit_eval": 4},
     }
 
 
@@ -71,7 +83,7 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "done"
     for stage in ["teach_knowdist", "teach_icl", "bench_teacher", "bench_student_before", "train_knowdist",
-                  "bench_student_knowdist", "train_icldist", "bench_student_after", "report"]:
+                  "bench_student_knowdist", "train_icldist", "bench_student_after", "finetune_eval", "report"]:
         assert manifest["stages"][stage]["status"] == "done", stage
         assert manifest["stages"][stage]["wall_s"] >= 0
     assert set(result.metrics) == {"teacher", "student_before", "student_knowdist", "student_after"}
@@ -81,6 +93,9 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     assert (run / "models" / "icldist" / "final" / "model.safetensors").exists()
     html = (run / "report.html").read_text()
     assert "student (before)" in html and "teacher" in html
+    finetune = json.loads((run / "finetune" / "results.json").read_text())
+    assert {c["model"] for c in finetune["cells"]} == {"base", "knowdist"}
+    assert "Fine-tuning" in html
     assert (run / "log.txt").stat().st_size > 0
     # Same config again: every stage is skipped, nothing recomputed.
     again = run_pipeline(cfg)

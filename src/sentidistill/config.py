@@ -140,6 +140,29 @@ class BenchConfig(_Section):
     include_student_before: bool = True
 
 
+class FinetuneEvalConfig(_Section):
+    """Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data, over seeds."""
+
+    enabled: bool = Field(False, description="Off by default: 20 epochs x seeds x datasets is GPU work.")
+    datasets: list[str] = Field(default_factory=lambda: ["rest14", "laptop14"], description="rest14, laptop14, rest16, laptop16, or atsa:/folder, acsa:/folder.")
+    seeds: list[int] = Field(default_factory=lambda: [42, 52, 62, 72, 82], description="Paper: 42, 52, 62, 72, 82, 142, 152, 162, 172, 182.")
+    train_fractions: list[float] = Field(default_factory=lambda: [1.0], description="0.1, 0.25, 0.5, 1.0 draws the data-efficiency curve.")
+    epochs: float = Field(20.0, gt=0, description="Paper: 20.")
+    learning_rate: float = Field(3e-4, gt=0, description="Paper: 3e-4.")
+    batch_size: int = Field(16, ge=1, description="Paper: 16.")
+    max_parallel: int | None = Field(None, ge=1, description="Cells at once (default: one per GPU, or cores/2).")
+    limit_train: int | None = Field(None, ge=1, description="Cap the training set (smoke runs).")
+    limit_eval: int | None = Field(None, ge=1, description="Cap dev and each test split (smoke runs).")
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad or not v:
+            raise ValueError(f"each train fraction must be in (0, 1], got {v}")
+        return v
+
+
 class PipelineConfig(_Section):
     """A whole run: `sentidistill run CONFIG`."""
 
@@ -155,6 +178,7 @@ class PipelineConfig(_Section):
     knowdist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the KnowDist stage.")
     icldist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the ICLDist stage.")
     bench: BenchConfig = BenchConfig()
+    finetune: FinetuneEvalConfig = FinetuneEvalConfig()
 
     @field_validator("data_dir")
     @classmethod

@@ -127,6 +127,14 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             final_model = current
             stage("bench_student_after", [out / "metrics.json"],
                   lambda: _bench(cfg, label, out, data_dir, model=final_model))
+        # 6. Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
+        finetune_dir = rundir.path / "finetune"
+        if cfg.finetune.enabled:
+            models = {"base": base_student}
+            if cfg.knowdist.enabled:
+                models["knowdist"] = str(knowdist_model)
+            stage("finetune_eval", [finetune_dir / "results.json"],
+                  lambda: _finetune(cfg, models, finetune_dir, data_dir))
         if cfg.bench.enabled:
             stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir))
             result.report_md = rundir.path / "report.md"
@@ -189,12 +197,30 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
     return {"score": metrics.get("sentibench_score"), "bench_wall_s": metrics.get("wall_s")}
 
 
+def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.finetune.cli import run_finetune_stage
+
+    f = cfg.finetune
+    run_finetune_stage(models, out, {
+        "datasets": f.datasets, "seeds": f.seeds, "train_fractions": f.train_fractions, "epochs": f.epochs,
+        "lr": f.learning_rate, "batch_size": f.batch_size, "max_parallel": f.max_parallel, "data_dir": data_dir,
+        "limit_train": f.limit_train, "limit_eval": f.limit_eval,
+    })
+    return {"results": str(out / "results.json")}
+
+
 def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
     from sentidistill.report import write_report
 
     order = ["teacher", "student_before", "student_knowdist", "student_after"]
     files = [rundir.bench_dir / n / "metrics.json" for n in order if (rundir.bench_dir / n / "metrics.json").exists()]
-    write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'")
+    extra = []
+    if (rundir.path / "finetune" / "results.json").exists():
+        from sentidistill.finetune import load_results
+        from sentidistill.finetune.report import as_extra_section
+
+        extra.append(as_extra_section(load_results(rundir.path / "finetune")))
+    write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'", extra_sections=extra)
     return {"report": str(rundir.path / "report.html")}
 
 

@@ -7,13 +7,6 @@ on test + hard_test and its subsets, and reports mean ± std and paired differen
 
 from sentidistill.finetune.data import FSA_DATASETS, FSADataset, FSAExample, load_fsa_dataset, read_fsa_file
 from sentidistill.finetune.metrics import micro_f1, parse_pairs, score_predictions
-from sentidistill.finetune.runner import (
-    DEFAULT_SEEDS,
-    PAPER_SEEDS,
-    FinetuneResults,
-    load_results,
-    run_finetune_eval,
-)
 from sentidistill.finetune.stats import PairedDifference, bootstrap_ci, mean_std, paired_difference
 
 __all__ = [
@@ -22,6 +15,18 @@ __all__ = [
     "mean_std", "micro_f1", "paired_difference", "parse_pairs", "read_fsa_file", "run_finetune_eval",
     "score_predictions",
 ]
+
+
+_RUNNER_NAMES = {"DEFAULT_SEEDS", "PAPER_SEEDS", "FinetuneResults", "load_results", "run_finetune_eval"}
+
+
+def __getattr__(name: str):
+    # The runner pulls in transformers' Trainer and peft (~8 s); keep `sentidistill --help` fast.
+    if name in _RUNNER_NAMES:
+        from sentidistill.finetune import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)
 
 
 def finetune_report_section(results, **kw):  # lazy: matplotlib only when a report is built
