@@ -97,6 +97,11 @@ def resolve_model_path(spec: str, cache_dir: str | Path | None = None) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts (builtins are built once and cached)."""
     if spec == "builtin:minilm-encdec":
         return str(build_minilm_encdec(Path(cache_dir or default_cache_dir()) / "minilm-encdec"))
+    if spec.startswith("gguf:") or spec.lower().endswith(".gguf"):
+        # A GGUF student (e.g. gguf:builtin:qwen2.5-coder-0.5b) is converted once into a safetensors checkpoint.
+        from sentidistill.train.gguf_student import gguf_student_dir
+
+        return str(gguf_student_dir(spec, cache_dir))
     if spec.startswith("builtin:"):
         raise InputError(f"unknown builtin model '{spec}'", expected=" or ".join(BUILTIN_STUDENTS))
     return spec

@@ -12,8 +12,9 @@ from typing import Any
 
 __all__ = [
     "BenchEvalCallback", "CausalCollator", "ICLDistTrainer", "ICLDistTrainingArguments", "KDStats",
-    "KnowDistTrainer", "KnowDistTrainingArguments", "Seq2SeqCollator", "build_collator", "last_complete_checkpoint",
-    "load_corpus", "sentibench_eval_fn", "topk_kl", "train_student",
+    "KnowDistTrainer", "KnowDistTrainingArguments", "Seq2SeqCollator", "answer_only_loss", "build_collator",
+    "convert_gguf_to_hf", "last_complete_checkpoint", "load_corpus", "map_teacher_topk_to_ids",
+    "sentibench_eval_fn", "tokenizers_identical", "topk_kl", "train_student",
 ]
 
 _WHERE = {
@@ -23,6 +24,8 @@ _WHERE = {
     "KnowDistTrainingArguments": "trainers",
     "BenchEvalCallback": "engine", "last_complete_checkpoint": "engine", "load_corpus": "engine",
     "sentibench_eval_fn": "engine", "train_student": "engine",
+    "answer_only_loss": "answer_logits", "convert_gguf_to_hf": "gguf_student",
+    "map_teacher_topk_to_ids": "vocab_kd", "tokenizers_identical": "vocab_kd",
 }
 
 

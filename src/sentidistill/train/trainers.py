@@ -20,9 +20,12 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+from transformers.modeling_outputs import CausalLMOutput
 
+from sentidistill.train.answer_logits import answer_ce, answer_kl, answer_logits
 from sentidistill.train.collators import CausalCollator, Seq2SeqCollator, build_collator
-from sentidistill.train.kd import KDStats, TokenMapper, align_example, parse_teacher_logprobs, topk_kl
+from sentidistill.train.kd import KDStats, TokenMapper, parse_teacher_logprobs, topk_kl
+from sentidistill.train.vocab_kd import VocabIndex, align_example_exact
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class ICLDistTrainingArguments(TrainingArguments):
 
     ce_weight: float = field(default=1.0, metadata={"help": "Weight of the sequence-level cross-entropy."})
     kl_weight: float = field(default=0.5, metadata={"help": "Weight of the token-level top-k KL term."})
+    answer_only_logits: bool = field(default=True, metadata={
+        "help": "Causal students: project onto the vocabulary only at answer positions when training (same loss)."})
     max_source_length: int = field(default=256, metadata={"help": "Prompt tokens kept (cut from the left)."})
     max_target_length: int = field(default=128, metadata={"help": "Answer tokens kept (EOS included)."})
     source_truncation: Literal["left", "right"] = field(
@@ -65,6 +70,7 @@ def encode_corpus(
     """Tokenise ``source``/``target`` rows; with ``token_kd``, align ``teacher_logprobs`` to the student."""
     stats = KDStats()
     mapper = TokenMapper(collator.tokenizer)
+    index = VocabIndex(collator.tokenizer) if token_kd else None
     has_lp = token_kd and "teacher_logprobs" in dataset.column_names
     rows: list[dict[str, Any]] = []
     for i, row in enumerate(dataset):
@@ -74,8 +80,9 @@ def encode_corpus(
         if token_kd:
             teacher = parse_teacher_logprobs(row.get("teacher_logprobs"), where=f"corpus row {i}") if has_lp else None
             n_ans = len(enc["answer_offsets"])
-            ids, lps = align_example(row["target"], enc["labels"][-n_ans - 1:-1] if n_ans else [],
-                                     enc["answer_offsets"], teacher, mapper, stats)
+            # Exact id mapping when the teacher's tokens are the student's (shared vocabulary), else offsets.
+            ids, lps = align_example_exact(row["target"], enc["labels"][-n_ans - 1:-1] if n_ans else [],
+                                           enc["answer_offsets"], teacher, index, stats, mapper)
             item["kd_ids"], item["kd_logprobs"] = ids, lps
         rows.append(item)
     return Dataset.from_list(rows), stats
@@ -159,15 +166,25 @@ class ICLDistTrainer(_MetricsMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_ids = inputs.pop("teacher_ids", None)
         teacher_lps = inputs.pop("teacher_logprobs", None)
-        ce, outputs = super().compute_loss(model, inputs, return_outputs=True)
         args: ICLDistTrainingArguments = self.args  # type: ignore[assignment]
+        ans = None
+        if self._causal and args.answer_only_logits and model.training and not args.label_smoothing_factor:
+            # No [B, T, V] logits: lm_head runs only where labels are (sentidistill.train.answer_logits).
+            ans = answer_logits(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+            ce = answer_ce(ans)
+            outputs = CausalLMOutput(loss=ce, logits=ans.logits)
+        else:
+            ce, outputs = super().compute_loss(model, inputs, return_outputs=True)
         loss = args.ce_weight * ce
         self._record("ce", ce)
         if teacher_ids is not None and args.kl_weight > 0:
             logits = outputs.logits
-            if self._causal:  # logits at t predict token t+1
-                logits, teacher_ids, teacher_lps = logits[:, :-1], teacher_ids[:, 1:], teacher_lps[:, 1:]
-            kl, n = topk_kl(logits, teacher_ids, teacher_lps)
+            if ans is not None:
+                kl, n = answer_kl(ans, teacher_ids, teacher_lps)
+            else:
+                if self._causal:  # logits at t predict token t+1
+                    logits, teacher_ids, teacher_lps = logits[:, :-1], teacher_ids[:, 1:], teacher_lps[:, 1:]
+                kl, n = topk_kl(logits, teacher_ids, teacher_lps)
             if n > 0:
                 loss = loss + args.kl_weight * kl
                 self._record("kl", kl)
