@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(None, help="Model name shown in reports."),
         list_only: bool = typer.Option(False, "--list", help="List suites and tasks, then exit."),
         report: bool = typer.Option(True, help="Also write report.md/report.html into --out."),
+        resume: bool = typer.Option(True, help="Reuse each (task, seed) that an earlier run into --out finished "
+                                    "with the same model and settings (a killed run continues)."),
     ) -> None:
         """Evaluate a model on SentiBench (or any suite/task), e.g.
 
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
         try:
             metrics = run_bench(adapter, task_objs, shots=shots, seeds=_ints(seeds), limit=limit, scoring=scoring,
                                 out_dir=out, data_dir=data_dir, model_name=name, demo_selection=demos,
-                                suite=None if tasks else suite, max_new_tokens=max_new_tokens)
+                                suite=None if tasks else suite, max_new_tokens=max_new_tokens, resume=resume)
         finally:
             close = getattr(adapter, "close", None)
             if close:

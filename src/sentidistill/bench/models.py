@@ -7,6 +7,7 @@ whether it wants plain strings or chat messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ class Answer:
     """What an adapter answered: the text to parse, and per-label scores when it scored labels."""
 
     text: str
-    scores: list[float] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    scores: list[float | None] | None = None  # None for a label the model gave no score (outside a top-k)
+    meta: dict[str, Any] = field(default_factory=dict)  # written to the predictions file (via, response...)
 
 
 class ModelAdapter(Protocol):
@@ -84,6 +85,20 @@ class HFModelAdapter:
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(getattr(cfg, "encoder", None),
                                                                         "max_position_embeddings", None)
         self.max_length = max_length or min(int(limit or 1024), 4096)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this adapter's answers (the bench runner's resume key): the source and a digest of
+        the weights as loaded now (a checkpoint retrained in place gets a new digest), plus scoring options."""
+        import torch
+
+        h = hashlib.sha256()
+        with torch.inference_mode():
+            for pname, p in self.model.named_parameters():
+                # Two float64 reductions per tensor: one pass over the weights, and any retraining moves them.
+                h.update(f"{pname}:{tuple(p.shape)}:{p.dtype}:{float(p.sum(dtype=torch.float64))!r}:"
+                         f"{float(torch.linalg.vector_norm(p, dtype=torch.float64))!r};".encode())
+        return {"adapter": "hf", "source": self.name, "kind": self.kind, "weights": h.hexdigest()[:32],
+                "first_token": self.first_token, "max_length": self.max_length, "prompt_style": self.prompt_style}
 
     # -- helpers -------------------------------------------------------------------------------------
     def _render(self, prompt: Prompt) -> str:
@@ -214,20 +229,38 @@ class HFModelAdapter:
 class TeacherAdapter:
     """Any teacher from :func:`sentidistill.teacher.build_teacher` (endpoint, llama.cpp, replay...).
 
-    Restricted-label scoring asks for the first token's top-k log-probabilities and picks the best label
-    whose verbalizer starts with one of those alternatives; when no alternative identifies a label
-    (or the backend returns no log-probabilities) the generated text is parsed instead.
+    Restricted-label scoring generates a short answer with the top-k log-probabilities of each token and
+    picks the best label among the alternatives at the answer's first content token (see
+    :func:`first_token_label_scores`); when none of them identifies a label (a chat model that starts
+    "The sentiment is ...", or a backend without log-probabilities) the generated text is parsed instead.
+
+    A benchmark scores the model's first answer: while the adapter asks, the teacher's repair re-asks are
+    off (an empty answer is scored as unparseable, not replaced by a second try). The adapter owns the
+    teacher: :meth:`close` closes it.
     """
 
     prompt_style: Literal["plain", "chat"] = "chat"
 
-    def __init__(self, teacher: Any, *, top_logprobs: int = 10, name: str | None = None,
-                 n_params: int | None = None) -> None:
+    def __init__(self, teacher: Any, *, top_logprobs: int = 10, choose_max_tokens: int = 16,
+                 name: str | None = None, n_params: int | None = None) -> None:
+        if not 1 <= top_logprobs <= 20:
+            raise InputError("top_logprobs out of range", field="top_logprobs", expected="1..20 (OpenAI's limit)",
+                             got=top_logprobs)
         self.teacher = teacher
         self.top_logprobs = top_logprobs
+        # Room for the fallback: "The sentiment of this sentence is negative." must fit.
+        self.choose_max_tokens = choose_max_tokens
         self.name = name or str(getattr(teacher, "model_id", "teacher"))
+        self.kind = "teacher"
         self.n_params = n_params
         self.errors = 0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this adapter's answers (the bench runner's resume key)."""
+        cfg = getattr(self.teacher, "cfg", None)
+        return {"adapter": "teacher", "model": str(getattr(self.teacher, "model_id", self.name)),
+                "backend": getattr(cfg, "kind", None), "top_logprobs": self.top_logprobs,
+                "choose_max_tokens": self.choose_max_tokens, "prompt_style": self.prompt_style}
 
     def _requests(self, prompts: list[Prompt], max_tokens: int, task: str, logprobs: bool,
                   stop: list[str] | None = None) -> list[Any]:
@@ -238,10 +271,20 @@ class TeacherAdapter:
         reqs = []
         for p in prompts:
             messages = p if isinstance(p, list) else [{"role": "user", "content": p}]
-            # answer_format stays "free": a benchmark scores the model's first answer, without repairs.
             reqs.append(TeacherRequest(messages=messages, params=params, prompt_id=f"bench.{task or 'adhoc'}",
                                        prompt_version="1", metadata={"task": task}))
         return reqs
+
+    def _ask(self, requests: list[Any]) -> list[Any]:
+        """``teacher.generate`` with repairs switched off for the duration (the teacher may be shared)."""
+        cfg = getattr(self.teacher, "cfg", None)
+        if cfg is None or not getattr(cfg, "repair_attempts", 0):
+            return self.teacher.generate(requests)
+        self.teacher.cfg = cfg.model_copy(update={"repair_attempts": 0})
+        try:
+            return self.teacher.generate(requests)
+        finally:
+            self.teacher.cfg = cfg
 
     def _texts(self, responses: list[Any]) -> list[str]:
         out = []
@@ -254,26 +297,48 @@ class TeacherAdapter:
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
                  stop: list[str] | None = None) -> list[str]:
-        return self._texts(self.teacher.generate(self._requests(prompts, max_new_tokens, task, False, stop)))
+        return self._texts(self._ask(self._requests(prompts, max_new_tokens, task, False, stop)))
 
     def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
-        responses = self.teacher.generate(self._requests(prompts, 8, task, True))
+        """Per prompt: the best label among the first content token's top-k, else the parsed text."""
+        responses = self._ask(self._requests(prompts, self.choose_max_tokens, task, True))
         texts = self._texts(responses)
         answers = []
         for resp, text in zip(responses, texts, strict=True):
-            scores = first_token_label_scores(resp.logprobs[0].top if resp.logprobs else [], words)
-            if any(s is not None for s in scores):
-                best = max((j for j, s in enumerate(scores) if s is not None), key=lambda j: scores[j])
-                answers.append(Answer(text=words[best], scores=[s if s is not None else float("-inf") for s in scores],
-                                      meta={"via": "logprobs", "response": text}))
+            scores, top = label_scores_from_logprobs(resp.logprobs or [], words)
+            meta: dict[str, Any] = {"response": text, "top": [list(t) for t in top]}
+            scored = [(s, j) for j, s in enumerate(scores) if s is not None]
+            if scored:
+                best = max(scored, key=lambda sj: sj[0])[1]  # ties: the first label
+                answers.append(Answer(text=words[best], scores=scores, meta={"via": "logprobs", **meta}))
             else:
-                answers.append(Answer(text=text, meta={"via": "text"}))
+                answers.append(Answer(text=text, meta={"via": "text", **meta}))
         return answers
 
     def close(self) -> None:
         close = getattr(self.teacher, "close", None)
         if close is not None:
             close()
+
+
+def label_scores_from_logprobs(logprobs: list[Any], words: list[str]) -> tuple[list[float | None], list[tuple[str, float]]]:
+    """Label scores from a generated answer's per-token top-k (``TeacherResponse.logprobs``).
+
+    The scores come from the first position whose alternatives identify a label; positions whose
+    generated token is only whitespace (chat models often open with a newline) are looked through, the
+    first real token ends the search. Returns the scores and the alternatives they were read from.
+    """
+    first_top: list[tuple[str, float]] = []
+    for i, tl in enumerate(logprobs):
+        top = [(str(t), float(lp)) for t, lp in (tl.top or [])]
+        if i == 0:
+            first_top = top
+        scores = first_token_label_scores(top, words)
+        if any(s is not None for s in scores):
+            return scores, top
+        if str(tl.token).strip():
+            break
+    return [None] * len(words), first_top
 
 
 def first_token_label_scores(top: list[tuple[str, float]] | list[list[Any]], words: list[str]) -> list[float | None]:
@@ -343,6 +408,11 @@ class ReplayAdapter:
             for row in read_jsonl(f):
                 yield row.get("prompt")
                 return
+
+    def fingerprint(self) -> dict[str, Any]:
+        files = sorted(self.path.glob("**/*.jsonl")) if self.path.is_dir() else [self.path]
+        return {"adapter": "replay", "path": str(self.path.resolve()),
+                "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
 
     def _lookup(self, prompts: list[Prompt]) -> list[str]:
         out = []

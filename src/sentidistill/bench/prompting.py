@@ -136,11 +136,16 @@ def select_demos(
     return [random_demos(task.name, r, pool, k, seed) for r in rows]
 
 
-def build_prompt(task: Task, row: dict[str, Any], demos: list[dict[str, Any]], style: Style = "plain") -> str | list[dict[str, str]]:
-    """The prompt for ``row`` (a string for ``plain``, OpenAI-style messages for ``chat``)."""
+def build_prompt(task: Task, row: dict[str, Any], demos: list[dict[str, Any]], style: Style = "plain",
+                 instruction: str | None = None) -> str | list[dict[str, str]]:
+    """The prompt for ``row`` (a string for ``plain``, OpenAI-style messages for ``chat``).
+
+    ``instruction`` replaces the task's own (ICL distillation varies it).
+    """
     p = task.spec.prompt
+    instruction = task.spec.instruction if instruction is None else instruction
     if style == "chat":
-        messages = [{"role": "system", "content": task.spec.instruction}]
+        messages = [{"role": "system", "content": instruction}]
         for d in demos:
             messages.append({"role": "user", "content": task.format_input(d)})
             messages.append({"role": "assistant", "content": task.answer_text(d)})
@@ -148,4 +153,4 @@ def build_prompt(task: Task, row: dict[str, Any], demos: list[dict[str, Any]], s
         return messages
     blocks = [f"{task.format_input(d)}\n{p.answer_prefix} {task.answer_text(d)}" for d in demos]
     blocks.append(f"{task.format_input(row)}\n{p.answer_prefix}")
-    return task.spec.instruction + p.instruction_separator + p.demo_separator.join(blocks)
+    return instruction + p.instruction_separator + p.demo_separator.join(blocks)

@@ -3,7 +3,13 @@
 Output folder::
 
     predictions/<task>.seed<s>.jsonl   one row per item: id, prompt, raw answer, parsed, gold, correct
+    progress/<task>.seed<s>.json       a finished (task, seed): the key of what the model was asked, its time
     metrics.json                       per task per seed, mean/std over seeds, category means, score
+
+Resuming: a (task, seed) whose progress file carries the same key (model fingerprint, prompts, gold,
+scoring, generation length) is not asked again; its raw answers are read back from the predictions file
+and parsed and scored afresh, so a fixed parser or metric applies to old runs for free. Both files are
+written atomically, the predictions first, so a killed run resumes at the first unfinished (task, seed).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from sentidistill.bench.metrics import category_means, mean_std, sentibench_scor
 from sentidistill.bench.prompting import select_demos
 from sentidistill.bench.registry import get_task
 from sentidistill.bench.task import Task
-from sentidistill.utils.io import atomic_write_json, write_jsonl
+from sentidistill.utils.io import atomic_write_json, read_jsonl, stable_hash, write_jsonl
 
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = "sentidistill.bench.metrics/1"
+PROGRESS_SCHEMA = "sentidistill.bench.progress/1"
 
 
 def _cut_continuation(text: str, task: Task) -> str:
@@ -44,6 +51,46 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def adapter_fingerprint(adapter: Any) -> dict[str, Any]:
+    """What identifies the adapter's answers: its own ``fingerprint()`` when it has one, else its name and type."""
+    fp = getattr(adapter, "fingerprint", None)
+    if callable(fp):
+        return dict(fp())
+    return {"adapter": type(adapter).__name__, "name": getattr(adapter, "name", None),
+            "prompt_style": getattr(adapter, "prompt_style", None)}
+
+
+def _load_finished(state_path: Path, pred_path: Path, key: str, prompts: list[Any],
+                   labels: list[str]) -> tuple[list[str], list[Any], list[dict[str, Any]], float] | None:
+    """Raw answers, label scores, answer metadata and model seconds of a finished (task, seed) with ``key``."""
+    import json
+
+    if not (state_path.is_file() and pred_path.is_file()):
+        return None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        rows = list(read_jsonl(pred_path))
+    except (ValueError, OSError) as exc:  # a damaged file only costs a recomputation
+        log.warning("ignoring the saved progress of %s: %s", pred_path.name, exc)
+        return None
+    if state.get("schema") != PROGRESS_SCHEMA or state.get("key") != key:
+        return None
+    if len(rows) != len(prompts) or any(r.get("prompt") != _jsonable(p) for r, p in zip(rows, prompts, strict=True)):
+        return None
+    raws = [str(r.get("raw", "")) for r in rows]
+    scores = [[r["label_scores"].get(lab) for lab in labels] if r.get("label_scores") else None for r in rows]
+    metas = [{k: r[k] for k in _META_KEYS if k in r} for r in rows]
+    return raws, scores, metas, float(state.get("wall_s", 0.0))
+
+
+_META_KEYS = ("via", "response", "top")  # Answer.meta fields kept in the predictions file
+
+
+def _seed_files(out_dir: Path, task: str, seed: int) -> tuple[Path, Path]:
+    """The predictions file and the progress file of one (task, seed)."""
+    return out_dir / "predictions" / f"{task}.seed{seed}.jsonl", out_dir / "progress" / f"{task}.seed{seed}.json"
+
+
 def run_task(
     adapter: Any,
     task: Task,
@@ -57,8 +104,14 @@ def run_task(
     limit_seed: int = 42,
     out_dir: Path | None = None,
     max_new_tokens: int | None = None,
+    resume: bool = True,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One task over all seeds; returns its metrics entry (and writes predictions when ``out_dir``)."""
+    """One task over all seeds; returns its metrics entry (and writes predictions when ``out_dir``).
+
+    With ``out_dir`` and ``resume``, seeds finished by an earlier call with the same key are read back
+    instead of asked again (see the module doc); ``fingerprint`` is the adapter's (computed when None).
+    """
     rows = task.load(task.spec.eval_split, data_dir=data_dir, limit=limit, seed=limit_seed)
     k = task.spec.demos.k if shots is None else shots
     selection = demo_selection or task.spec.demos.selection
@@ -68,23 +121,45 @@ def run_task(
     per_seed: dict[str, dict[str, Any]] = {}
     golds = [r["gold"] for r in rows]
     restricted = task.kind == "classification" and scoring == "restricted"
+    words = [task.verbalizers[lab] for lab in task.labels] if restricted else []
+    n_new = max_new_tokens or task.spec.max_new_tokens
+    marker = task.spec.prompt.input_template.split("{", 1)[0].strip()
+    stop = [f"\n{marker}"] if marker and adapter.prompt_style == "plain" and not restricted else None
+    resumable = out_dir is not None and resume
+    if resumable and fingerprint is None:
+        fingerprint = adapter_fingerprint(adapter)
+    reused: list[int] = []
     for seed in run_seeds:
         demos = select_demos(task, rows, pool, k, seed, selection, pool_key=task.spec.demos.split)
         prompts = [task.prompt(r, d, style=adapter.prompt_style) for r, d in zip(rows, demos, strict=True)]
-        t0 = time.perf_counter()
-        if restricted:
-            words = [task.verbalizers[lab] for lab in task.labels]
-            answers = adapter.choose(prompts, words, task=task.name)
-            raws = [a.text for a in answers]
-            scores = [a.scores for a in answers]
+        # Everything that decides the model's answers, and nothing that only parses or scores them.
+        key = stable_hash({
+            "schema": PROGRESS_SCHEMA, "model": fingerprint, "task": task.name, "seed": seed,
+            "scoring": "restricted" if restricted else "generate", "words": words,
+            "max_new_tokens": None if restricted else n_new, "stop": stop,
+            "prompts": stable_hash([_jsonable(p) for p in prompts]), "gold": stable_hash([_jsonable(g) for g in golds]),
+        }) if resumable else ""
+        pred_path, state_path = _seed_files(out_dir or Path("."), task.name, seed)
+        done = _load_finished(state_path, pred_path, key, prompts, task.labels) if resumable else None
+        errors_before = int(getattr(adapter, "errors", 0) or 0)
+        if done is not None:
+            raws, scores, metas, wall = done
+            reused.append(seed)
+            log.info("%s seed %s: finished earlier, answers read from %s", task.name, seed, pred_path)
         else:
-            marker = task.spec.prompt.input_template.split("{", 1)[0].strip()
-            raws = adapter.generate(prompts, max_new_tokens or task.spec.max_new_tokens, task=task.name,
-                                    stop=[f"\n{marker}"] if marker and adapter.prompt_style == "plain" else None)
-            if adapter.prompt_style == "plain":
-                raws = [_cut_continuation(r, task) for r in raws]
-            scores = [None] * len(raws)
-        wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if restricted:
+                answers = adapter.choose(prompts, words, task=task.name)
+                raws = [a.text for a in answers]
+                scores = [a.scores for a in answers]
+                metas = [{k_: v for k_, v in (a.meta or {}).items() if k_ in _META_KEYS} for a in answers]
+            else:
+                raws = adapter.generate(prompts, n_new, task=task.name, stop=stop)
+                if adapter.prompt_style == "plain":
+                    raws = [_cut_continuation(r, task) for r in raws]
+                scores = [None] * len(raws)
+                metas = [{} for _ in raws]
+            wall = time.perf_counter() - t0
         preds = [task.parse(r) for r in raws]
         m = task.score(preds, golds, rows)
         m.update({"wall_s": round(wall, 3), "items_per_s": round(len(rows) / wall, 3) if wall > 0 else None,
@@ -95,7 +170,7 @@ def run_task(
         if out_dir is not None:
             norm_golds = [task.normalise_gold(g) for g in golds]
             write_jsonl(
-                out_dir / "predictions" / f"{task.name}.seed{seed}.jsonl",
+                pred_path,
                 (
                     {
                         "task": task.name, "seed": seed, "id": r.get("id"), "text": r["text"], "prompt": p,
@@ -103,11 +178,23 @@ def run_task(
                         "correct": (pred == g) if task.kind == "classification" else
                         (pred is not None and sorted(pred) == sorted(ng)),
                         **({"label_scores": dict(zip(task.labels, sc, strict=True))} if sc else {}),
+                        **meta,
                     }
-                    for r, p, raw, pred, g, ng, sc in zip(rows, prompts, raws, preds, golds, norm_golds, scores,
-                                                         strict=True)
+                    for r, p, raw, pred, g, ng, sc, meta in zip(rows, prompts, raws, preds, golds, norm_golds, scores,
+                                                               metas, strict=True)
                 ),
             )
+            failed = int(getattr(adapter, "errors", 0) or 0) - errors_before
+            if resumable and done is None:
+                if failed:
+                    # Failed calls are not final answers: leave this seed unfinished so a rerun asks again.
+                    log.warning("%s seed %s: %d model calls failed; it will be recomputed on the next run",
+                                task.name, seed, failed)
+                else:
+                    atomic_write_json(state_path, {
+                        "schema": PROGRESS_SCHEMA, "key": key, "task": task.name, "seed": seed, "n": len(rows),
+                        "wall_s": wall, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                    })
     mean, std = summarise_seeds(per_seed)
     return {
         "category": task.category, "kind": task.kind, "metric": task.metric, "n": len(rows),
@@ -116,6 +203,7 @@ def run_task(
         "score": mean["score"], "score_std": std["score"],
         "unparseable_rate": mean["unparseable_rate"],
         "wall_s": round(sum(m["wall_s"] for m in per_seed.values()), 3),
+        "resumed_seeds": reused,
     }
 
 
@@ -133,21 +221,26 @@ def run_bench(
     demo_selection: Literal["random", "similar"] | None = None,
     suite: str | None = None,
     max_new_tokens: int | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``adapter`` on ``tasks``; write ``predictions/`` and ``metrics.json`` under ``out_dir``.
 
     ``shots=None`` uses each task's own k. ``limit`` scores a stratified subsample (fixed seed 42) of
     each evaluation split; ``max_new_tokens`` overrides the tasks' generation length (smoke tests).
-    The SentiBench score is the unweighted mean of the task scores that ran.
+    The SentiBench score is the unweighted mean of the task scores that ran. With ``out_dir`` and
+    ``resume`` (the default), every (task, seed) finished by an earlier call with the same model and
+    settings is read back instead of recomputed (see the module doc); ``resume=False`` recomputes all.
     """
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
     out = Path(out_dir) if out_dir is not None else None
     t_start = time.perf_counter()
     results: dict[str, Any] = {}
+    fingerprint = adapter_fingerprint(adapter) if out is not None and resume else None
     for task in task_objs:
         results[task.name] = run_task(
             adapter, task, shots=shots, seeds=seeds, limit=limit, scoring=scoring, data_dir=data_dir,
-            demo_selection=demo_selection, out_dir=out, max_new_tokens=max_new_tokens,
+            demo_selection=demo_selection, out_dir=out, max_new_tokens=max_new_tokens, resume=resume,
+            fingerprint=fingerprint,
         )
     scores = {n: r["score"] for n, r in results.items()}
     cats = {n: r["category"] for n, r in results.items()}

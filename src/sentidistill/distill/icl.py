@@ -75,22 +75,6 @@ def _labels_text(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _render(task: Any, row: dict[str, Any], demos: list[dict[str, Any]], instruction: str,
-            fmt: PromptFormat) -> str | list[dict[str, str]]:
-    """The bench's layouts (:func:`sentidistill.bench.prompting.build_prompt`) with our instruction."""
-    p = task.spec.prompt
-    if fmt == "chat":
-        messages = [{"role": "system", "content": instruction}]
-        for d in demos:
-            messages.append({"role": "user", "content": task.format_input(d)})
-            messages.append({"role": "assistant", "content": task.answer_text(d)})
-        messages.append({"role": "user", "content": task.format_input(row)})
-        return messages
-    blocks = [f"{task.format_input(d)}\n{p.answer_prefix} {task.answer_text(d)}" for d in demos]
-    blocks.append(f"{task.format_input(row)}\n{p.answer_prefix}")
-    return instruction + p.instruction_separator + p.demo_separator.join(blocks)
-
-
 def _answer_format(task: Any) -> dict[str, Any]:
     if task.kind == "classification":
         return {"kind": "label", "labels": tuple(task.verbalizers[lab] for lab in task.labels)}
@@ -104,6 +88,7 @@ def _norm(text: str) -> str:
 def build_icl_prompts(cfg: ICLDistConfig, data_dir: str | Path | None = None, seed: int = 42) -> list[ICLPrompt]:
     """``cfg.n_prompts`` ICL prompts over the training splits of ``cfg.tasks`` (seeded, deterministic)."""
     from sentidistill.bench import get_task
+    from sentidistill.bench.prompting import build_prompt
 
     if not cfg.tasks:
         raise InputError("icldist.tasks is empty", field="icldist.tasks", expected="at least one task name")
@@ -140,7 +125,7 @@ def build_icl_prompts(cfg: ICLDistConfig, data_dir: str | Path | None = None, se
         fmt = rng.choice(FORMATS)
         prompts.append(ICLPrompt(
             task=task.name, instruction_id=tpl.id, instruction_version=tpl.version, format=fmt, query=query,
-            demos=demos, source=_render(task, query, demos, instruction, fmt), gold_answer=task.answer_text(query),
+            demos=demos, source=build_prompt(task, query, demos, fmt, instruction=instruction), gold_answer=task.answer_text(query),
             answer_format=_answer_format(task), example_id=f"{task.name}:{query.get('id', qi)}:{n}",
         ))
     return prompts

@@ -48,9 +48,10 @@ def build_backend(cfg: TeacherConfig) -> Any:
 
         return OpenAIBackend.from_config(cfg)
     if cfg.kind == "llamacpp":
-        from sentidistill.teacher.llamacpp import LlamaCppBackend
+        # extra.mode: "inprocess" (default: cheap top-k log-probs, no port) or "server" (llama.cpp's OpenAI server).
+        from sentidistill.teacher.llamacpp_inprocess import build_llamacpp_backend
 
-        return LlamaCppBackend.from_config(cfg)
+        return build_llamacpp_backend(cfg)
     if cfg.kind == "transformers":
         from sentidistill.teacher.transformers_backend import TransformersBackend
 

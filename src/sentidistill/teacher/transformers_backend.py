@@ -86,10 +86,10 @@ class TransformersBackend:
         import torch
 
         tok, model = self.lm.tokenizer, self.lm.model
-        if self.lm.kind == "causal":
-            texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
-        else:  # seq2seq: the encoder reads the conversation as plain text
-            texts = ["\n".join(m["content"] for m in r.messages) for r in requests]
+        # Every kind renders the chat template (load_model gives template-less tokenizers a plain one), as the
+        # serve engine and the training collator do, so this teacher and `sentidistill serve` on the same
+        # model answer alike; causal templates write their own special tokens, encoder inputs get the tokenizer's.
+        texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=self.lm.kind != "causal").to(self.lm.device)
         if params.seed is not None:
             torch.manual_seed(params.seed)
@@ -105,7 +105,7 @@ class TransformersBackend:
         seqs = out.sequences
         start = enc["input_ids"].shape[1] if self.lm.kind == "causal" else 1
         gen = seqs[:, start:]
-        eos = {t for t in [tok.eos_token_id, tok.pad_token_id] if t is not None}
+        eos = self._eos_ids()  # not the pad id: a seq2seq decoder starts from it, and a model may emit it
         logprobs = None
         if params.logprobs:
             # [steps, batch, vocab] -> log-softmax over raw logits (what the model believes, pre-sampling).
@@ -137,6 +137,16 @@ class TransformersBackend:
                 usage=Usage(prompt_tokens=int(enc["attention_mask"][b].sum()), completion_tokens=n),
             ))
         return responses
+
+    def _eos_ids(self) -> set[int]:
+        """The ids that end an answer: the model's (generation) config, else the tokenizer's EOS."""
+        ids: set[int] = set()
+        for src in (getattr(self.lm.model, "generation_config", None), self.lm.model.config):
+            eos = getattr(src, "eos_token_id", None) if src is not None else None
+            ids.update([eos] if isinstance(eos, int) else list(eos or []))
+        if not ids and self.lm.tokenizer.eos_token_id is not None:
+            ids.add(int(self.lm.tokenizer.eos_token_id))
+        return ids
 
     async def aclose(self) -> None:
         return None

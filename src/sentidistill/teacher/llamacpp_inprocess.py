@@ -1,0 +1,287 @@
+"""A local GGUF teacher run in this process with llama-cpp-python, with cheap top-k log-probs.
+
+Why not the OpenAI server (``mode: server``)? To return log-probs, llama-cpp-python's server needs
+``logits_all=True``, which makes llama.cpp compute the full-vocabulary logits (151,936 floats for Qwen2.5)
+for EVERY prompt token: about 7 s per short sentiment prompt for Qwen2.5-Coder-0.5B on 2 cores instead of
+about 0.2 s. Here the model runs with ``logits_all=False`` and we decode token by token ourselves, reading
+only the last position's logits, so top-k log-probs of the generated tokens cost one log-softmax per step.
+It also needs no port, no subprocess and no start-up wait beyond loading the weights.
+
+Decoding: the prompt is the GGUF's own chat template (what ``create_chat_completion`` uses), tokenised with
+special tokens; greedy at ``temperature == 0``, else temperature + top-p sampling (seeded when the request
+has a seed). Reported log-probs are the model's raw log-softmax, before temperature and top-p, as in the
+transformers backend. Consecutive prompts that share a prefix (the instructions and few-shot demos of ICL
+prompts) reuse llama.cpp's KV cache for it, so only the new suffix is evaluated.
+
+One model, one lock: requests run one at a time in a worker thread, so the runner's concurrency only queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import importlib.util
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentidistill.config import TeacherConfig
+from sentidistill.teacher.base import FatalBackendError, RequestRejected
+from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
+from sentidistill.teacher.weights import resolve_gguf
+
+log = logging.getLogger(__name__)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64, copy=True)  # float64: log-probs of the tail stay exact enough to sum
+    x -= x.max()
+    x -= np.log(np.exp(x).sum())
+    return x
+
+
+def _top_k(lp: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest entries of ``lp``, best first (argpartition: O(vocab), not a full sort)."""
+    k = min(k, lp.shape[0])
+    idx = np.argpartition(lp, -k)[-k:]
+    # Ties broken by the lower id, as a stable arg-max would.
+    return idx[np.lexsort((idx, -lp[idx]))]
+
+
+def _sample(lp: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """One token id: arg-max at temperature 0, else temperature + nucleus (top-p) sampling."""
+    if params.temperature <= 0.0:
+        return int(np.argmax(lp))
+    scaled = lp / params.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cum = np.cumsum(probs[order])
+        # Keep the smallest prefix whose mass reaches top_p (at least one token).
+        keep = order[: int(np.searchsorted(cum, params.top_p)) + 1]
+        kept = probs[keep] / probs[keep].sum()
+        return int(keep[rng.choice(len(keep), p=kept)])
+    return int(rng.choice(probs.shape[0], p=probs))
+
+
+class LlamaCppInProcessBackend:
+    """A GGUF file (or ``builtin:qwen2.5-coder-*``) loaded once with ``llama_cpp.Llama``; see the module doc.
+
+    Options in ``TeacherConfig.extra``: ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
+    reuse the KV cache of the previous prompt's common prefix).
+    """
+
+    def __init__(
+        self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
+        n_batch: int = 512, prefix_cache: bool = True,
+    ) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise FatalBackendError("the llamacpp teacher needs llama-cpp-python: pip install 'sentidistill[llamacpp]'")
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        gguf = resolve_gguf(model)
+        self.model_id = model  # part of every cache key: the same as the server mode's, answers are alike
+        self.gguf = gguf
+        self.prefix_cache = prefix_cache
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(gguf), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 1,
+                n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:  # llama-cpp-python raises ValueError for an unloadable file
+            raise FatalBackendError(f"llama.cpp could not load {gguf}: {exc}") from None
+        self.n_ctx = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
+        vocab = self.llm._model.vocab
+        self._is_eog = lambda tok: bool(llama_cpp.llama_vocab_is_eog(vocab, tok))  # EOS, <|im_end|>, EOT...
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise FatalBackendError(
+                f"{gguf.name} has no chat template (GGUF key tokenizer.chat_template): use an instruct/chat model"
+            )
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        token_text = self.llm._model.token_get_text
+        # Exactly how llama-cpp-python builds its default chat handler, so both modes see the same prompt.
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=token_text(eos) if eos != -1 else "",
+            bos_token=token_text(bos) if bos != -1 else "", add_generation_prompt=True,
+        )
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng()
+        self._piece_cache: dict[int, str] = {}
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> LlamaCppInProcessBackend:
+        x = cfg.extra
+        return cls(
+            cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, n_gpu_layers=int(x.get("n_gpu_layers", 0)),
+            n_batch=int(x.get("n_batch", 512)), prefix_cache=bool(x.get("prefix_cache", True)),
+        )
+
+    # -- the backend interface ---------------------------------------------------------------------
+    async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
+        return await asyncio.to_thread(self.generate_one, request)
+
+    async def aclose(self) -> None:
+        return None
+
+    def close(self) -> None:
+        """Free the model (waits for a request in progress)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.llm.close()
+
+    # -- generation --------------------------------------------------------------------------------
+    def format_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat-templated prompt's token ids (the template writes its own special tokens)."""
+        try:
+            text = self._formatter(messages=messages).prompt
+        except Exception as exc:  # jinja2 errors, raise_exception() in the template (e.g. bad role order)
+            raise RequestRejected(f"the model's chat template rejected the messages: {exc}") from None
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def generate_one(self, request: TeacherRequest) -> TeacherResponse:
+        """Answer one request synchronously (thread-safe: callers queue on the model's lock)."""
+        t0 = time.perf_counter()
+        prompt = self.format_prompt(request.messages)
+        p = request.params
+        if len(prompt) >= self.n_ctx:
+            raise RequestRejected(f"the prompt has {len(prompt)} tokens; the context holds {self.n_ctx} (n_ctx)")
+        with self._lock:
+            if self._closed:
+                raise FatalBackendError("the llama.cpp teacher is closed")
+            try:
+                resp = self._decode(prompt, p)
+            except RuntimeError as exc:  # llama_decode failed (e.g. no KV slot): start clean next time
+                self.llm.reset()
+                raise RequestRejected(f"llama.cpp decode failed: {exc}") from None
+        resp.latency_s = time.perf_counter() - t0
+        return resp
+
+    def _eval_prompt(self, prompt: list[int]) -> None:
+        """Evaluate ``prompt``, reusing the KV cache of the longest prefix it shares with the last sequence."""
+        llm = self.llm
+        reuse = 0
+        if self.prefix_cache and llm.n_tokens > 0:
+            cached = llm.input_ids[: llm.n_tokens]
+            n = min(len(cached), len(prompt))
+            diff = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
+            reuse = int(diff[0]) if diff.size else n
+            # The last prompt token is always evaluated again: its logits are the first step's.
+            reuse = min(reuse, len(prompt) - 1)
+            # Dropping the cache tail fails on recurrent models; then start from scratch.
+            if reuse > 0 and not llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
+                reuse = 0
+        if reuse == 0:
+            llm.reset()
+        llm.n_tokens = reuse
+        llm.eval(prompt[reuse:])
+
+    def _last_logprobs(self) -> np.ndarray:
+        # logits_all=False: llama.cpp keeps logits only for the last position of the last batch.
+        ptr = self.llm._ctx.get_logits_ith(-1)
+        return _log_softmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
+
+    def _piece(self, tok: int) -> str:
+        """One token's text on its own, for the top-k alternatives (control tokens by name, e.g. <|im_end|>;
+        a lone fragment of a multi-byte character shows as U+FFFD)."""
+        text = self._piece_cache.get(tok)
+        if text is None:
+            text = self.llm.detokenize([tok], special=True).decode("utf-8", errors="replace")
+            self._piece_cache[tok] = text
+        return text
+
+    def _decode(self, prompt: list[int], p: SamplingParams) -> TeacherResponse:
+        llm = self.llm
+        rng = np.random.default_rng(p.seed) if p.seed is not None else self._rng
+        self._eval_prompt(prompt)
+        k = p.top_logprobs if p.logprobs else 0
+        # The answer is decoded incrementally: a token that ends inside a multi-byte character adds no text
+        # and the one that completes it adds the whole character, so "".join(token texts) == the text
+        # (the KD aligner in train/kd.py relies on that).
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        entries: list[TokenLogprob] = []
+        text = ""
+        finish = "length"
+        stop_at: int | None = None
+        budget = min(p.max_tokens, self.n_ctx - len(prompt))
+        longest_stop = max((len(s) for s in p.stop if s), default=0)
+        for step in range(budget):
+            if step:
+                llm.eval([tok])
+            lp = self._last_logprobs()
+            tok = _sample(lp, p, rng)
+            if self._is_eog(tok):
+                finish = "stop"
+                break
+            piece = utf8.decode(llm.detokenize([tok], special=False))
+            pieces.append(piece)
+            if p.logprobs:
+                top = [(self._piece(int(i)), float(lp[i])) for i in _top_k(lp, k)] if k else []
+                entries.append(TokenLogprob(token=piece, logprob=float(lp[tok]), top=top))
+            start = len(text)
+            text += piece
+            if longest_stop:
+                # Only the new text (plus a stop string's length of overlap) can contain a new match.
+                window = max(0, start - longest_stop + 1)
+                hits = [i for s in p.stop if s and (i := text.find(s, window)) >= 0]
+                if hits:
+                    stop_at, finish = min(hits), "stop"
+                    break
+        else:
+            if budget < p.max_tokens:
+                log.warning("answer cut at the context limit (n_ctx=%d, prompt %d tokens)", self.n_ctx, len(prompt))
+        n_generated = len(pieces)
+        if stop_at is None:
+            tail = utf8.decode(b"", final=True)  # a dangling partial character at the end
+            if tail:
+                text += tail
+                if pieces:
+                    pieces[-1] += tail
+                    if entries:
+                        entries[-1] = entries[-1].model_copy(update={"token": pieces[-1]})
+        else:
+            text = text[:stop_at]
+            # Drop the tokens that start at or after the stop string (they are not part of the answer).
+            pos, keep = 0, 0
+            for piece in pieces:
+                if pos >= stop_at and piece:
+                    break
+                pos += len(piece)
+                keep += 1
+            entries = entries[:keep]
+        return TeacherResponse(
+            text=text, model=self.model_id, finish_reason=finish,
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=n_generated),
+            logprobs=entries if p.logprobs else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"LlamaCppInProcessBackend({self.model_id!r}, gguf={Path(self.gguf).name}, n_ctx={self.n_ctx})"
+
+
+def build_llamacpp_backend(cfg: TeacherConfig) -> Any:
+    """``extra.mode``: ``inprocess`` (default; cheap log-probs, no port) or ``server`` (llama.cpp's OpenAI
+    server in a subprocess, the same HTTP path as a remote endpoint; log-probs need ``logits_all``)."""
+    from sentidistill.errors import ConfigError
+
+    mode = str(cfg.extra.get("mode", "inprocess")).lower()
+    if mode == "inprocess":
+        if cfg.extra.get("logits_all"):
+            log.info("teacher.extra.logits_all is ignored in inprocess mode (log-probs need no full logits)")
+        return LlamaCppInProcessBackend.from_config(cfg)
+    if mode == "server":
+        from sentidistill.teacher.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend.from_config(cfg)
+    raise ConfigError(f"teacher.extra.mode: expected 'inprocess' or 'server' for kind=llamacpp, got {mode!r}")
