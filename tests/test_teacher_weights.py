@@ -73,7 +73,8 @@ def test_llamacpp_builtin_teacher_end_to_end(tmp_path: Path) -> None:
         find_part_files(BUILTIN_GGUF["builtin:qwen2.5-coder-0.5b"])
     except InputError as exc:
         pytest.skip(str(exc))
-    cfg = TeacherConfig(kind="llamacpp", model="builtin:qwen2.5-coder-0.5b", n_ctx=512, n_threads=2, concurrency=2)
+    cfg = TeacherConfig(kind="llamacpp", model="builtin:qwen2.5-coder-0.5b", n_ctx=512, n_threads=2, concurrency=2,
+                        extra={"mode": "server"})  # the in-process default is tested in test_teacher_llamacpp_inprocess.py
     req = TeacherRequest(
         messages=[{"role": "user", "content": "Is this review positive or negative? 'The food was awful.' Answer with one word."}],
         params=SamplingParams(max_tokens=8),

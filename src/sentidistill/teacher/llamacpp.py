@@ -1,7 +1,9 @@
-"""A local GGUF teacher: llama-cpp-python's OpenAI-compatible server in a subprocess.
+"""A local GGUF teacher: llama-cpp-python's OpenAI-compatible server in a subprocess (``extra.mode: server``).
 
-We start ``python -m llama_cpp.server`` on a free loopback port, wait for ``/v1/models``, and talk to it
-with the same OpenAI backend as any remote endpoint (so retries, logprobs and caching behave alike).
+``kind: llamacpp`` defaults to the in-process backend (``llamacpp_inprocess.py``), which returns top-k
+log-probs without ``logits_all`` (far cheaper per prompt). This mode remains for a server that other clients
+share. We start ``python -m llama_cpp.server`` on a free loopback port, wait for ``/v1/models``, and talk to
+it with the same OpenAI backend as any remote endpoint (so retries, logprobs and caching behave alike).
 The server is stopped on ``close()``. Options in ``TeacherConfig.extra``: ``logits_all`` (needed for
 log-probs; costs n_ctx x vocab floats of memory), ``n_gpu_layers``, ``startup_timeout_s``, ``server_args``.
 """
@@ -50,10 +52,12 @@ class LlamaCppServer:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._log_path = Path(tempfile.mkstemp(prefix="llamacpp-server-", suffix=".log")[1])
+        threads = str(n_threads or os.cpu_count() or 1)
         cmd = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", ALIAS,
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx),
-            "--n_threads", str(n_threads or os.cpu_count() or 1), "--n_gpu_layers", str(n_gpu_layers),
+            # The server defaults n_threads_batch (prompt evaluation) to all cores, whatever n_threads says.
+            "--n_threads", threads, "--n_threads_batch", threads, "--n_gpu_layers", str(n_gpu_layers),
         ]
         if logits_all:
             cmd += ["--logits_all", "true"]
