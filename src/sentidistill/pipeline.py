@@ -22,6 +22,9 @@ from sentidistill.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+# The benchmarked models, in the order the results table and the report list them.
+BENCH_ORDER = ("teacher", "student_before", "student_knowdist", "student_after")
+
 
 @dataclass
 class PipelineResult:
@@ -139,8 +142,10 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir))
             result.report_md = rundir.path / "report.md"
             result.report_html = rundir.path / "report.html"
-            for metrics_file in sorted(rundir.bench_dir.glob("*/metrics.json")):
-                result.metrics[metrics_file.parent.name] = json.loads(metrics_file.read_text(encoding="utf-8"))
+            for name in BENCH_ORDER:
+                metrics_file = rundir.bench_dir / name / "metrics.json"
+                if metrics_file.exists():
+                    result.metrics[name] = json.loads(metrics_file.read_text(encoding="utf-8"))
         rundir.finish("done", stage_times={k: round(v, 2) for k, v in result.stage_times.items()})
     except BaseException as exc:
         rundir.finish("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
@@ -212,8 +217,7 @@ def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: 
 def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
     from sentidistill.report import write_report
 
-    order = ["teacher", "student_before", "student_knowdist", "student_after"]
-    files = [rundir.bench_dir / n / "metrics.json" for n in order if (rundir.bench_dir / n / "metrics.json").exists()]
+    files = [rundir.bench_dir / n / "metrics.json" for n in BENCH_ORDER if (rundir.bench_dir / n / "metrics.json").exists()]
     extra = []
     if (rundir.path / "finetune" / "results.json").exists():
         from sentidistill.finetune import load_results
