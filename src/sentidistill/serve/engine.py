@@ -292,7 +292,11 @@ class GenerationEngine:
         return [self._finish(i, j, seqs[i].tolist(), logp) for i, j in enumerate(jobs)]
 
     def _generation_config(self, cls: Any, params: GenParams, max_new: int, want_logprobs: bool) -> Any:
-        """A fresh config: only token ids come from the model, never its sampling defaults."""
+        """The request's decoding settings plus the model's special token ids.
+
+        transformers 5 still fills fields left unset here from the model's own ``generation_config``
+        (e.g. a ``repetition_penalty``); the teacher's transformers backend gets the same, so both agree.
+        """
         mcfg = getattr(self.loaded.model, "generation_config", None)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new,
