@@ -14,9 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -113,24 +111,15 @@ async def serve(args: argparse.Namespace) -> None:
 def running_proxy(upstream: str, seed: int = 0, fault_rate: float = 0.4, slow_s: float = 2.0) -> Iterator[str]:
     """Start the proxy in a subprocess in front of ``upstream``; yields its base URL."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from teacher_server import free_port, wait_for_port
+    from teacher_server import free_port, subprocess_on_port
 
     port = free_port()
-    cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--upstream", upstream, "--port", str(port),
+    args = [
+        str(Path(__file__).resolve()), "--upstream", upstream, "--port", str(port),
         "--seed", str(seed), "--fault-rate", str(fault_rate), "--slow", str(slow_s),
     ]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with subprocess_on_port(args, port) as url:
+        yield url
 
 
 def main() -> None:

@@ -169,10 +169,15 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 def running_server(latency_s: float = 0.0) -> Iterator[str]:
     """Start this server in a subprocess; yields its base URL (``http://127.0.0.1:PORT``)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--latency", str(latency_s)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with subprocess_on_port([str(Path(__file__).resolve()), "--port", str(port), "--latency", str(latency_s)],
+                            port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def subprocess_on_port(args: list[str], port: int) -> Iterator[str]:
+    """Run ``python ARGS`` until it listens on ``port``; yields its base URL; stops it afterwards."""
+    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"

@@ -7,14 +7,12 @@ Each stage module registers its own command here (imports are lazy inside the co
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from sentidistill import __version__
-from sentidistill.errors import SentidistillError
+from sentidistill.utils.cli import run_cli
 
 app = typer.Typer(
     name="sentidistill",
@@ -24,7 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -106,8 +103,4 @@ _register_stage_commands()
 
 def run() -> None:
     """Entry point: user errors print one clear message and exit 2, never a traceback."""
-    try:
-        app()
-    except SentidistillError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        sys.exit(2)
+    run_cli(app)

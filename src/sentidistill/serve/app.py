@@ -285,6 +285,18 @@ def create_app(
                            param=param, code="max_tokens_too_large")
         return n
 
+    def encode_checked(prompts: list[Any], max_tokens: int, param: str) -> list[list[int]]:
+        """Token ids of each prompt; one that leaves no room for ``max_tokens`` is a 400 naming it."""
+        id_lists = []
+        for i, p in enumerate(prompts):
+            ids = engine.encode_prompt(p)
+            try:
+                engine.check_length(len(ids), max_tokens)
+            except InputError as exc:
+                raise APIError(400, str(exc), param=f"{param}.{i}", code="context_length_exceeded") from None
+            id_lists.append(ids)
+        return id_lists
+
     async def run_all(jobs: list[tuple[list[int], GenParams]]) -> list[Any]:
         """Submit every job before awaiting any (so they batch, also with other requests' jobs) and
         await all of them under the per-request timeout."""
@@ -378,14 +390,7 @@ def create_app(
         params = GenParams(max_tokens=clamp_tokens(req.max_tokens, 16), temperature=req.temperature,
                            top_p=req.top_p, seed=req.seed, stop=req.stop_tuple(),
                            logprobs=k is not None, top_logprobs=k or 0)
-        id_lists = []
-        for i, p in enumerate(prompts):
-            ids = engine.encode_prompt(p)
-            try:
-                engine.check_length(len(ids), params.max_tokens)
-            except InputError as exc:
-                raise APIError(400, str(exc), param=f"prompt.{i}", code="context_length_exceeded") from None
-            id_lists.append(ids)
+        id_lists = encode_checked(prompts, params.max_tokens, "prompt")
         # Prompts of one request (and their n samples) batch together.
         results = await run_all([(ids, seeded(params, j)) for ids in id_lists for j in range(req.n)])
         choices = []
@@ -432,14 +437,7 @@ def create_app(
             demos.append(demo)
         prompts = build_prompts(task, rows, demos, style=req.style or prompt_style)
         params = GenParams(max_tokens=clamp_tokens(req.max_tokens, min(default_max_tokens(task), limits.max_tokens)))
-        id_lists = []
-        for i, p in enumerate(prompts):
-            ids = engine.encode_prompt(p)
-            try:
-                engine.check_length(len(ids), params.max_tokens)
-            except InputError as exc:
-                raise APIError(400, str(exc), param=f"texts.{i}", code="context_length_exceeded") from None
-            id_lists.append(ids)
+        id_lists = encode_checked(prompts, params.max_tokens, "texts")
         gens = await run_all([(ids, params) for ids in id_lists])
         results = []
         for row, g in zip(rows, gens, strict=True):

@@ -150,9 +150,7 @@ def register(app: typer.Typer) -> None:
 
 def main() -> None:
     """``python -m sentidistill.teacher.cli teach ...``: the same command without loading the other stages."""
-    import sys
-
-    from sentidistill.errors import SentidistillError
+    from sentidistill.utils.cli import run_cli
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
     register(app)
@@ -165,11 +163,7 @@ def main() -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the summary
 
-    try:
-        app()
-    except SentidistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(app)
 
 
 if __name__ == "__main__":

@@ -76,18 +76,13 @@ def register(app: typer.Typer) -> None:
 def main() -> None:
     """``python -m sentidistill.train.cli ...`` (what ``accelerate launch -m`` runs on each process)."""
     import logging
-    import sys
 
-    from sentidistill.errors import SentidistillError
+    from sentidistill.utils.cli import run_cli
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(help=_HELP)(train_command)
-    try:
-        app()
-    except SentidistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(app)
 
 
 if __name__ == "__main__":
