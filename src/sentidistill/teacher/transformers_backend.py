@@ -7,13 +7,11 @@ is not thread-safe), so the event loop stays free. Top-k log-probs come from the
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sentidistill.config import TeacherConfig
-from sentidistill.teacher.base import RequestRejected
+from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
@@ -33,12 +31,9 @@ class TransformersBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.lm = load_model(model, device=device, dtype=torch_dtype)
         self.model_id = model
-        self.batch_size = batch_size
-        self.batch_wait_s = batch_wait_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-generate")
-        self._pending: list[tuple[TeacherRequest, asyncio.Future[TeacherResponse]]] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
+        # Same-parameter requests share a batch; the model is not thread-safe, so one worker thread.
+        self._batcher = MicroBatcher(lambda reqs: self._generate(reqs[0].params, reqs), wait_s=batch_wait_s,
+                                     batch_size=batch_size, group_key=lambda r: r.params, name="local generation")
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> TransformersBackend:
@@ -46,41 +41,7 @@ class TransformersBackend:
         return cls(cfg.model, batch_size=int(x.get("batch_size", 8)), device=x.get("device"), dtype=x.get("dtype"))
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[TeacherResponse] = loop.create_future()
-        self._pending.append((request, fut))
-        if len(self._pending) >= self.batch_size:
-            self._flush()
-        elif not self._flush_scheduled:
-            # Wait a moment so the requests the runner releases together land in one batch.
-            self._flush_scheduled = True
-            loop.call_later(self.batch_wait_s, self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, []
-        groups: dict[SamplingParams, list[tuple[TeacherRequest, asyncio.Future[TeacherResponse]]]] = {}
-        for item in pending:
-            groups.setdefault(item[0].params, []).append(item)
-        for params, items in groups.items():
-            for i in range(0, len(items), self.batch_size):
-                task = asyncio.ensure_future(self._run_batch(params, items[i : i + self.batch_size]))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    async def _run_batch(self, params: SamplingParams, items: list[tuple[TeacherRequest, Any]]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            results = await loop.run_in_executor(self._executor, self._generate, params, [r for r, _ in items])
-        except Exception as exc:  # one bad batch must not hang its callers
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_exception(RequestRejected(f"local generation failed: {exc}"))
-            return
-        for (_, fut), res in zip(items, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
+        return await self._batcher.submit(request)
 
     def _generate(self, params: SamplingParams, requests: list[TeacherRequest]) -> list[TeacherResponse]:
         import torch
@@ -152,4 +113,4 @@ class TransformersBackend:
         return None
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._batcher.close()

@@ -6,12 +6,11 @@ continuously); the call runs on a worker thread so the event loop stays free.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sentidistill.config import TeacherConfig
-from sentidistill.teacher.base import FatalBackendError, RequestRejected
+from sentidistill.teacher.base import FatalBackendError
+from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 
@@ -25,45 +24,15 @@ class VLLMBackend:
             ) from None
         self.model_id = model
         self.llm = LLM(model=model, **(engine_args or {}))
-        self.batch_wait_s = batch_wait_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm")
-        self._pending: list[tuple[TeacherRequest, asyncio.Future[TeacherResponse]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
+        # No batch cap: vLLM batches continuously; one worker thread keeps the event loop free.
+        self._batcher = MicroBatcher(self._generate, wait_s=batch_wait_s, name="vLLM generation")
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> VLLMBackend:
         return cls(cfg.model, engine_args=cfg.extra.get("engine_args"))
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[TeacherResponse] = loop.create_future()
-        self._pending.append((request, fut))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_later(self.batch_wait_s, self._start_flush)
-        return await fut
-
-    def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _flush(self) -> None:
-        self._scheduled = False
-        items, self._pending = self._pending, []
-        try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._generate, [r for r, _ in items]
-            )
-        except Exception as exc:
-            for _, f in items:
-                if not f.done():
-                    f.set_exception(RequestRejected(f"vLLM generation failed: {exc}"))
-            return
-        for (_, f), res in zip(items, results, strict=True):
-            if not f.done():
-                f.set_result(res)
+        return await self._batcher.submit(request)
 
     def _generate(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
         from vllm import SamplingParams as VSP
@@ -100,4 +69,4 @@ class VLLMBackend:
         return None
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._batcher.close()
