@@ -212,3 +212,22 @@ def test_report_section_embeds_in_the_run_report(tmp_path: Path):
     heading, body = as_extra_section(res)
     assert body.startswith("<") and "<h2>" not in body
     assert heading == "Fine-tuning evaluation (FSA)"
+
+
+def test_score_table_reports_each_cells_epochs_and_wall_time(tmp_path):
+    """A run that trimmed epochs per fraction must say so in the table, not claim one setting for all."""
+    from sentidistill.finetune.report import finetune_report_section, score_table
+    from sentidistill.finetune.runner import FinetuneResults
+
+    cells = [{"model": "base", "dataset": "rest14", "train_fraction": f, "seed": s, "wall_seconds": w,
+              "config": {"epochs": e},
+              "metrics": {k: {"f1": 0.5, "precision": 0.5, "recall": 0.5}
+                          for k in ("all", "hard_test", "implicit", "multi_polarity")}}
+             for f, e, w in ((0.25, 1.0, 300.0), (1.0, 0.5, 500.0)) for s in (42, 52)]
+    res = FinetuneResults(out_dir=tmp_path, cells=cells, models=["base"], datasets=["rest14"], seeds=[42, 52],
+                          train_fractions=[0.25, 1.0], settings={"baseline": "base", "epochs": 1.0})
+    header, rows = score_table(res)
+    assert header[-2:] == ["epochs", "wall s/cell"]
+    assert [r[-2:] for r in rows] == [["1", "300"], ["0.5", "500"]]
+    md, _ = finetune_report_section(res, curves=False)
+    assert "epochs 0.5/1.0 (per cell, see the table)" in md

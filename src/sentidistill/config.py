@@ -102,6 +102,20 @@ class ICLDistConfig(_Section):
         return self
 
 
+class OnPolicyConfig(_Section):
+    """``--method onpolicy``: on-policy distillation from a local causal teacher (trl's ``DistillationTrainer``).
+
+    The student samples completions to the corpus prompts and is trained to match the teacher's full next-token
+    distribution on them. Taken by ``sentidistill train`` and ``train_student``; not a pipeline stage, so it is
+    not a section of :class:`PipelineConfig` (adding one would change every run's config hash).
+    """
+
+    teacher_model: str | None = Field(None, description="Local causal teacher (HF id or path, gguf:...); must share the student's tokenizer.")
+    beta: float = Field(1.0, ge=0.0, le=1.0, description="Generalised JSD: 0 = forward KL, 0.5 = JSD, 1 = reverse KL (trl's default).")
+    max_completion_length: int = Field(64, ge=1, le=8192, description="Most tokens the student generates per prompt each step.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature, also applied to both distributions in the loss.")
+
+
 class TrainingConfig(_Section):
     """transformers.Trainer settings shared by both distillation stages."""
 

@@ -61,6 +61,7 @@ class CellConfig:
     dev_fraction: float = 0.1  # carved from train when the dataset has no dev split
     limit_train: int | None = None  # for smoke tests: cap the (already subsampled) train set
     limit_eval: int | None = None  # cap dev and each test split
+    limit_dev: int | None = None  # cap dev only (seeded sample): cheaper checkpoint selection, full test
     eval_every_epochs: int = 1
     precision: str = "fp32"  # fp32 | bf16 (GPU only)
 
@@ -216,6 +217,10 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         train = train[: cfg.limit_train]
     if cfg.limit_eval:
         dev = dev[: cfg.limit_eval]
+    if cfg.limit_dev and len(dev) > cfg.limit_dev:
+        import random
+
+        dev = random.Random(cfg.seed).sample(dev, cfg.limit_dev)
 
     set_seed(cfg.seed)
     lm = load_model(cfg.model_spec, device=device)

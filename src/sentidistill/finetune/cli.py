@@ -71,6 +71,10 @@ def register(app: typer.Typer) -> None:
         data_dir: Path | None = typer.Option(None, help="Folder holding fsa/ (default: $SENTIDISTILL_DATA_DIR or ../shared/data)."),
         limit_train: int | None = typer.Option(None, help="Cap the training set (smoke tests)."),
         limit_eval: int | None = typer.Option(None, help="Cap dev and each test split (smoke tests)."),
+        limit_dev: int | None = typer.Option(None, help="Decode only a seeded sample of this many dev sentences "
+                                             "for checkpoint selection (the test sets stay whole)."),
+        max_new_tokens: int = typer.Option(100, help="Greedy decoding length cap (paper: 100)."),
+        eval_batch_size: int = typer.Option(32, help="Sentences per generation batch."),
         out: Path = typer.Option(Path("finetune_eval"), "--out", "-o", help="Output folder (resumable)."),
     ) -> None:
         from sentidistill.finetune.runner import SUITES
@@ -83,6 +87,7 @@ def register(app: typer.Typer) -> None:
             "train_fractions": _csv(train_fractions, float, "--train-fractions"), "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "weight_decay": weight_decay, "max_parallel": max_parallel,
             "eval_every_epochs": eval_every, "data_dir": data_dir, "limit_train": limit_train, "limit_eval": limit_eval,
+            "limit_dev": limit_dev, "max_new_tokens": max_new_tokens, "eval_batch_size": eval_batch_size,
         })
         from sentidistill.finetune.report import score_table
 

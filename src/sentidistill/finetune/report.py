@@ -32,8 +32,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def score_table(results: FinetuneResults) -> tuple[list[str], list[list[str]]]:
-    """Rows: model x dataset x fraction; columns: F1 (x100, mean ± std over seeds) per subset, P, R."""
-    header = ["model", "dataset", "train %", "seeds"] + [f"F1 {label}" for _, label in SUBSETS] + ["P", "R"]
+    """Rows: model x dataset x fraction; columns: F1 (x100, mean ± std over seeds) per subset, P, R, and the
+    cells' epochs and mean wall time (read from the cells, so a run that trimmed epochs per fraction says so)."""
+    header = (["model", "dataset", "train %", "seeds"] + [f"F1 {label}" for _, label in SUBSETS]
+              + ["P", "R", "epochs", "wall s/cell"])
     rows = []
     for m in results.models:
         for d in results.datasets:
@@ -49,8 +51,17 @@ def score_table(results: FinetuneResults) -> tuple[list[str], list[list[str]]]:
                 for key in ("precision", "recall"):
                     vals = [100 * c["metrics"]["all"][key] for c in cells]
                     row.append(_fmt(*mean_std(vals), len(vals)))
+                epochs = sorted({_cell_epochs(c) for c in cells}, key=str)
+                walls = [c["wall_seconds"] for c in cells if c.get("wall_seconds") is not None]
+                row += ["/".join(f"{e:g}" if isinstance(e, float) else str(e) for e in epochs),
+                        f"{sum(walls) / len(walls):.0f}" if walls else "–"]
                 rows.append(row)
     return header, rows
+
+
+def _cell_epochs(cell: dict) -> float | str:
+    epochs = (cell.get("config") or {}).get("epochs")
+    return float(epochs) if epochs is not None else "?"
 
 
 def difference_table(results: FinetuneResults, subset: str = "all") -> tuple[list[str], list[list[str]], list[dict]]:
@@ -133,7 +144,9 @@ def finetune_report_section(results: FinetuneResults, *, curves: bool = True, pn
     links them when ``png_dir`` is given (files ``curve_<dataset>.png`` are written there).
     ``heading=False`` leaves out the section's own ``##`` / ``<h2>`` title (for a writer that adds it)."""
     s = results.settings
-    cfg = (f"epochs {s.get('epochs')}, lr {s.get('learning_rate')}, batch {s.get('batch_size')}, "
+    epochs = sorted({_cell_epochs(c) for c in results.cells}, key=str) or [s.get("epochs")]
+    cfg = (f"epochs {'/'.join(map(str, epochs))}{' (per cell, see the table)' if len(epochs) > 1 else ''}, "
+           f"lr {s.get('learning_rate')}, batch {s.get('batch_size')}, "
            f"weight decay {s.get('weight_decay')}, seeds {', '.join(map(str, results.seeds))}")
     h1, r1 = score_table(results)
     h2, r2, _ = difference_table(results)

@@ -153,6 +153,7 @@ def run_finetune_eval(
     max_new_tokens: int = 100,
     limit_train: int | None = None,
     limit_eval: int | None = None,
+    limit_dev: int | None = None,
     precision: str = "fp32",
     eval_every_epochs: int = 1,
     baseline: str | None = None,
@@ -195,6 +196,7 @@ def run_finetune_eval(
                         seed=int(seed), epochs=epochs, learning_rate=lr, batch_size=batch_size,
                         weight_decay=weight_decay, eval_batch_size=eval_batch_size,
                         max_new_tokens=max_new_tokens, limit_train=limit_train, limit_eval=limit_eval,
+                        limit_dev=limit_dev,
                         precision=precision, eval_every_epochs=eval_every_epochs))
     todo = [c for c in configs if not cell_is_done(c)]
     _check_inputs({c.model_name: c.model_spec for c in todo}, {c.dataset for c in todo}, data_dir)
@@ -202,7 +204,8 @@ def run_finetune_eval(
         "models": list(models), "model_specs": dict(models), "datasets": ds_names, "seeds": list(seeds),
         "train_fractions": [float(f) for f in train_fractions], "epochs": epochs, "learning_rate": lr,
         "batch_size": batch_size, "weight_decay": weight_decay, "max_new_tokens": max_new_tokens,
-        "limit_train": limit_train, "limit_eval": limit_eval, "eval_every_epochs": eval_every_epochs, "baseline": baseline or next(iter(models)),
+        "limit_train": limit_train, "limit_eval": limit_eval, "limit_dev": limit_dev,
+        "eval_batch_size": eval_batch_size, "eval_every_epochs": eval_every_epochs, "baseline": baseline or next(iter(models)),
     }
     log.info("fine-tuning eval: %d cells, %d already finished", len(configs), len(configs) - len(todo))
 

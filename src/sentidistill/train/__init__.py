@@ -1,4 +1,5 @@
-"""Training the student: collators, Trainer subclasses per method (KnowDist; ICLDist with top-k KL), engine.
+"""Training the student: collators, Trainer subclasses per method (KnowDist; ICLDist with top-k KL; on-policy
+distillation from a local teacher on trl's DistillationTrainer), engine.
 
 >>> from sentidistill.config import TrainingConfig
 >>> from sentidistill.train import train_student
@@ -12,8 +13,8 @@ from typing import Any
 
 __all__ = [
     "BenchEvalCallback", "CausalCollator", "ICLDistTrainer", "ICLDistTrainingArguments", "KDStats",
-    "KnowDistTrainer", "KnowDistTrainingArguments", "Seq2SeqCollator", "answer_only_loss", "build_collator",
-    "convert_gguf_to_hf", "last_complete_checkpoint", "load_corpus", "map_teacher_topk_to_ids",
+    "KnowDistTrainer", "KnowDistTrainingArguments", "OnPolicyTrainer", "Seq2SeqCollator", "answer_only_loss",
+    "build_collator", "convert_gguf_to_hf", "last_complete_checkpoint", "load_corpus", "map_teacher_topk_to_ids",
     "sentibench_eval_fn", "tokenizers_identical", "topk_kl", "train_student",
 ]
 
@@ -21,7 +22,7 @@ _WHERE = {
     "CausalCollator": "collators", "Seq2SeqCollator": "collators", "build_collator": "collators",
     "KDStats": "kd", "topk_kl": "kd",
     "ICLDistTrainer": "trainers", "ICLDistTrainingArguments": "trainers", "KnowDistTrainer": "trainers",
-    "KnowDistTrainingArguments": "trainers",
+    "KnowDistTrainingArguments": "trainers", "OnPolicyTrainer": "onpolicy",
     "BenchEvalCallback": "engine", "last_complete_checkpoint": "engine", "load_corpus": "engine",
     "sentibench_eval_fn": "engine", "train_student": "engine",
     "answer_only_loss": "answer_logits", "convert_gguf_to_hf": "gguf_student",

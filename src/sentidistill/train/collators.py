@@ -26,22 +26,29 @@ IGNORE_INDEX = -100
 Truncation = Literal["left", "right"]
 
 
+def parse_messages(source: str) -> list[dict[str, Any]] | None:
+    """The chat messages in a corpus ``source`` (a JSON list of ``{"role", "content"}``), or None for plain text."""
+    s = source.lstrip()
+    if s.startswith("[{"):
+        try:
+            messages = json.loads(s)
+        except ValueError:
+            return None
+        if isinstance(messages, list) and all(isinstance(m, dict) and "content" in m for m in messages):
+            return messages
+    return None
+
+
 def source_text(tokenizer: Any, source: str) -> tuple[str, bool]:
     """The prompt as plain text, and whether it came from chat messages.
 
     A corpus ``source`` is either plain text or a JSON list of chat messages; messages go through the
     tokenizer's chat template (with the generation cue) so training sees what inference will send.
     """
-    s = source.lstrip()
-    if s.startswith("[{"):
-        try:
-            messages = json.loads(s)
-        except ValueError:
-            return source, False
-        if isinstance(messages, list) and all(isinstance(m, dict) and "content" in m for m in messages):
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return text, True
-    return source, False
+    messages = parse_messages(source)
+    if messages is None:
+        return source, False
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
 
 
 def _cut(ids: list[int], limit: int, side: Truncation) -> list[int]:

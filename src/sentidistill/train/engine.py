@@ -26,13 +26,14 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback
 
-from sentidistill.config import ICLDistConfig, StudentConfig, TrainingConfig
+from sentidistill.config import ICLDistConfig, OnPolicyConfig, StudentConfig, TrainingConfig
 from sentidistill.errors import InputError
 from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-Method = Literal["knowdist", "icldist"]
+Method = Literal["knowdist", "icldist", "onpolicy"]
+METHODS: tuple[str, ...] = ("knowdist", "icldist", "onpolicy")
 EvalFn = Callable[[Any, Any], dict[str, float]]  # (model, tokenizer) -> scores
 
 REQUIRED_COLUMNS = ("source", "target")
@@ -178,8 +179,9 @@ def sentibench_eval_fn(tasks: list[str], *, limit: int = 20, shots: int = 0, see
 # -- the entry point ---------------------------------------------------------------------------------
 
 def build_training_args(method: Method, output_dir: Path, training: TrainingConfig, student: StudentConfig,
-                        icl: ICLDistConfig | None, seed: int) -> Any:
-    """Map our ``TrainingConfig`` onto the method's ``TrainingArguments`` subclass."""
+                        icl: ICLDistConfig | None, seed: int, onpolicy: OnPolicyConfig | None = None) -> Any:
+    """Map our ``TrainingConfig`` onto the method's ``TrainingArguments`` subclass (trl's ``DistillationConfig``
+    for ``onpolicy``)."""
     from sentidistill.train.trainers import ICLDistTrainingArguments, KnowDistTrainingArguments
 
     precision = resolve_precision(training.precision)
@@ -215,6 +217,20 @@ def build_training_args(method: Method, output_dir: Path, training: TrainingConf
         # Without a GPU, say so: a multi-process CPU launch then forms a gloo process group (DDP on CPU).
         use_cpu=not torch.cuda.is_available(),
     )
+    if method == "onpolicy":
+        from sentidistill.train.onpolicy import DistillationConfig
+
+        op = onpolicy or OnPolicyConfig()
+        # trl's sampler replaces length grouping, and it tokenises the prompts itself.
+        for key in ("max_source_length", "max_target_length", "train_sampling_strategy", "length_column_name"):
+            common.pop(key)
+        gpu = torch.cuda.is_available()
+        return DistillationConfig(
+            **common | {"bf16": precision == "bf16" and gpu, "fp16": precision == "fp16" and gpu},
+            # trl defaults to checkpointing (generation + a teacher forward are memory-heavy on a GPU); on a CPU
+            # it only costs time. (transformers 5 name; trl reads the mirrored `gradient_checkpointing`.)
+            activation_checkpointing=gpu,
+            beta=op.beta, temperature=op.temperature, max_completion_length=op.max_completion_length)
     if method == "icldist":
         icl = icl or ICLDistConfig()
         return ICLDistTrainingArguments(ce_weight=icl.ce_weight, kl_weight=icl.kl_weight, **common)
@@ -241,38 +257,62 @@ def train_student(
     icl: ICLDistConfig | None = None,
     eval_fn: EvalFn | None = None,
     seed: int = 42,
+    teacher_model: str | Path | None = None,
+    onpolicy: OnPolicyConfig | None = None,
 ) -> Path:
     """Train ``model_spec`` on the corpus and return ``output_dir/final`` (model + tokenizer, safetensors).
 
     Resumes from the last complete checkpoint in ``output_dir/checkpoints`` when there is one.
-    ``method="icldist"`` adds the token-level KL term (weights from ``icl``). ``eval_fn(model, tokenizer)``,
-    when given with ``training.eval_steps``, is called every ``eval_steps`` steps and its scores are logged.
+    ``method="icldist"`` adds the token-level KL term (weights from ``icl``). ``method="onpolicy"`` distils
+    the local causal ``teacher_model`` (a spec for ``load_model``; default ``onpolicy.teacher_model``) on the
+    student's own completions to the corpus prompts, with trl's ``DistillationTrainer`` (knobs in ``onpolicy``).
+    ``eval_fn(model, tokenizer)``, when given with ``training.eval_steps``, is called every ``eval_steps`` steps
+    and its scores are logged.
     """
     from transformers import set_seed
 
     from sentidistill.modeling import load_model
     from sentidistill.train.trainers import ICLDistTrainer, KnowDistTrainer
 
-    if method not in ("knowdist", "icldist"):
-        raise InputError(f"unknown training method '{method}'", field="method", expected="knowdist or icldist")
+    if method not in METHODS:
+        raise InputError(f"unknown training method '{method}'", field="method", expected=" or ".join(METHODS))
+    onpolicy = onpolicy or OnPolicyConfig()
+    teacher_spec = str(teacher_model or onpolicy.teacher_model or "")
+    if method == "onpolicy" and not teacher_spec:
+        raise InputError("method 'onpolicy' needs a teacher model", field="teacher_model",
+                         expected="a local causal model (HF id or path, gguf:...) sharing the student's tokenizer")
     student = student or StudentConfig()
     output_dir = Path(output_dir)
     set_seed(seed)
     dataset, corpus_counts = load_corpus(corpus_path, method)
     lm = load_model(str(model_spec), student.kind)
     model = lm.model
+    teacher = None
+    if method == "onpolicy":
+        from sentidistill.train.onpolicy import load_teacher, require_causal
+
+        require_causal(model, "student")  # before the (large) teacher loads
+        precision = resolve_precision(training.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if torch.cuda.is_available() else None
+        teacher = load_teacher(teacher_spec, model, lm.tokenizer, dtype=dtype)
     model.train()
     if training.lora:
         model = _apply_lora(model, lm.kind, training.lora_r)
-    args = build_training_args(method, output_dir, training, student, icl, seed)
-    trainer_cls = ICLDistTrainer if method == "icldist" else KnowDistTrainer
+    args = build_training_args(method, output_dir, training, student, icl, seed, onpolicy)
     callbacks = []
     bench_cb = None
     if eval_fn is not None and training.eval_steps:
         bench_cb = BenchEvalCallback(eval_fn, training.eval_steps)
         callbacks.append(bench_cb)
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=lm.tokenizer,
-                          callbacks=callbacks)
+    if method == "onpolicy":
+        from sentidistill.train.onpolicy import OnPolicyTrainer
+
+        trainer: Any = OnPolicyTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
+                                       processing_class=lm.tokenizer, callbacks=callbacks)
+    else:
+        trainer_cls = ICLDistTrainer if method == "icldist" else KnowDistTrainer
+        trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=lm.tokenizer,
+                              callbacks=callbacks)
     if bench_cb is not None:
         bench_cb.trainer = trainer
     resume = last_complete_checkpoint(output_dir / "checkpoints")
@@ -303,6 +343,8 @@ def train_student(
             "bench_history": bench_cb.history if bench_cb else [],
             "training": training.model_dump(mode="json"),
         }
+        if method == "onpolicy":
+            info["onpolicy"] = onpolicy.model_dump(mode="json") | {"teacher_model": teacher_spec}
         atomic_write_json(tmp / "training_info.json", info)
         old = output_dir / ".final.old"
         if final.exists():
