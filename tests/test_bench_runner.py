@@ -17,7 +17,18 @@ from sentidistill.bench.runner import run_bench
 
 @pytest.fixture(scope="module")
 def causal(tiny_causal_dir):
-    return HFModelAdapter(str(tiny_causal_dir), device="cpu", batch_size=4)
+    return HFModelAdapter(str(tiny_causal_dir), device="cpu", batch_size=4, prompt_style="plain")
+
+
+def test_prompt_style_auto_follows_the_training_format(tiny_causal_dir, tiny_seq2seq_dir):
+    """Causal students are trained on chat-template renderings of the ICL corpus, so ``auto`` scores them on
+    the same rendering; seq2seq students read plain text in training and in the bench."""
+    from sentidistill.errors import InputError
+
+    assert HFModelAdapter(str(tiny_causal_dir), device="cpu").prompt_style == "chat"
+    assert HFModelAdapter(str(tiny_seq2seq_dir), device="cpu").prompt_style == "plain"
+    with pytest.raises(InputError, match="prompt style"):
+        HFModelAdapter(str(tiny_causal_dir), device="cpu", prompt_style="markdown")  # type: ignore[arg-type]
 
 
 @pytest.fixture()

@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         scoring: str = typer.Option("restricted", help="restricted (arg-max over label words) | generate."),
         demos: str = typer.Option(None, help="random | similar (MiniLM nearest neighbours); default: each task's."),
         first_token: bool = typer.Option(False, help="Score only the label words' first token (as the paper)."),
+        prompt_style: str = typer.Option("auto", help="Local models: auto (chat template for causal instruct "
+                                         "models, as their ICL corpus is rendered), plain or chat."),
         batch_size: int = typer.Option(8, min=1),
         max_new_tokens: int = typer.Option(None, min=1, help="Override the tasks' generation length."),
         out: Path = typer.Option(Path("bench_out"), help="Output folder (predictions/, metrics.json)."),
@@ -60,12 +62,15 @@ def register(app: typer.Typer) -> None:
             raise InputError("unknown scoring", field="--scoring", expected="restricted | generate", got=scoring)
         if demos not in (None, "random", "similar"):
             raise InputError("unknown demonstration selection", field="--demos", expected="random | similar", got=demos)
+        if prompt_style not in ("auto", "plain", "chat"):
+            raise InputError("unknown prompt style", field="--prompt-style", expected="auto | plain | chat",
+                             got=prompt_style)
         from sentidistill.bench.models import build_adapter
         from sentidistill.bench.runner import run_bench
 
         task_objs = resolve_tasks(suite, [t.strip() for t in tasks.split(",") if t.strip()])
         adapter = build_adapter(model, cache_path=out / "teacher_cache.sqlite", batch_size=batch_size,
-                                first_token=first_token)
+                                first_token=first_token, prompt_style=prompt_style)
         try:
             metrics = run_bench(adapter, task_objs, shots=shots, seeds=_ints(seeds), limit=limit, scoring=scoring,
                                 out_dir=out, data_dir=data_dir, model_name=name, demo_selection=demos,

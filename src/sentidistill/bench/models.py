@@ -60,7 +60,7 @@ class HFModelAdapter:
         first_token: bool = False,
         device: str | None = None,
         kind: Literal["auto", "seq2seq", "causal"] = "auto",
-        prompt_style: Literal["plain", "chat"] = "plain",
+        prompt_style: Literal["auto", "plain", "chat"] = "auto",
     ) -> None:
         import torch
 
@@ -78,7 +78,14 @@ class HFModelAdapter:
         self.model = self.lm.model
         self.batch_size = batch_size
         self.first_token = first_token
-        # Chat style renders messages with the tokenizer's chat template (instruct models).
+        # Chat style renders messages with the tokenizer's chat template (instruct models). "auto" picks chat
+        # for a causal model whose tokenizer has a template: the ICL corpus is rendered the same way for
+        # training (train.collators.source_text), so a distilled student is scored on the prompts it learned.
+        if prompt_style == "auto":
+            prompt_style = "chat" if self.kind == "causal" and getattr(self.tok, "chat_template", None) else "plain"
+        if prompt_style not in ("plain", "chat"):
+            raise InputError("unknown prompt style", field="prompt_style", expected="auto | plain | chat",
+                             got=prompt_style)
         self.prompt_style: Literal["plain", "chat"] = prompt_style
         self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
         cfg = getattr(self.model, "config", None)
@@ -436,8 +443,10 @@ class ReplayAdapter:
 
 
 def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size: int = 8,
-                  first_token: bool = False, **kwargs: Any) -> Any:
-    """``openai:MODEL@BASE_URL`` → TeacherAdapter; ``replay:FILE`` → ReplayAdapter; else an HF model spec."""
+                  first_token: bool = False, prompt_style: str = "auto", **kwargs: Any) -> Any:
+    """``openai:MODEL@BASE_URL`` → TeacherAdapter; ``replay:FILE`` → ReplayAdapter; else an HF model spec.
+
+    ``prompt_style`` (HF models): ``auto`` = chat for a causal model with a chat template, else plain."""
     if spec.startswith("replay:"):
         return ReplayAdapter(spec.split(":", 1)[1])
     if spec.startswith("openai:"):
@@ -451,4 +460,5 @@ def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size
                              got=spec)
         cfg = TeacherConfig(kind="openai", model=model, base_url=base_url or None, **kwargs)
         return TeacherAdapter(build_teacher(cfg, cache_path, progress=False), name=spec)
-    return HFModelAdapter(spec, batch_size=batch_size, first_token=first_token)
+    return HFModelAdapter(spec, batch_size=batch_size, first_token=first_token,
+                          prompt_style=prompt_style)  # type: ignore[arg-type]
