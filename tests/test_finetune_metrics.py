@@ -231,3 +231,13 @@ def test_score_table_reports_each_cells_epochs_and_wall_time(tmp_path):
     assert [r[-2:] for r in rows] == [["1", "300"], ["0.5", "500"]]
     md, _ = finetune_report_section(res, curves=False)
     assert "epochs 0.5/1.0 (per cell, see the table)" in md
+
+
+def test_sample_dev_caps_dev_with_a_seeded_sample():
+    from sentidistill.finetune.cell import sample_dev
+
+    dev = list(range(50))
+    assert sample_dev(dev, None, 42) is dev and sample_dev(dev, 80, 42) is dev
+    a, b = sample_dev(dev, 10, 42), sample_dev(dev, 10, 42)
+    assert a == b and len(set(a)) == 10 and set(a) <= set(dev)
+    assert sample_dev(dev, 10, 52) != a

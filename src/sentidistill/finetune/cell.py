@@ -70,6 +70,15 @@ class CellConfig:
         return Path(self.cell_dir) / "metrics.json"
 
 
+def sample_dev(dev: list[FSAExample], limit: int | None, seed: int) -> list[FSAExample]:
+    """At most ``limit`` dev sentences, a sample fixed by ``seed`` (all of them when ``limit`` is None)."""
+    if not limit or len(dev) <= limit:
+        return dev
+    import random
+
+    return random.Random(seed).sample(dev, limit)
+
+
 def cell_is_done(cfg: CellConfig) -> bool:
     return cfg.metrics_path.is_file()
 
@@ -217,10 +226,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         train = train[: cfg.limit_train]
     if cfg.limit_eval:
         dev = dev[: cfg.limit_eval]
-    if cfg.limit_dev and len(dev) > cfg.limit_dev:
-        import random
-
-        dev = random.Random(cfg.seed).sample(dev, cfg.limit_dev)
+    dev = sample_dev(dev, cfg.limit_dev, cfg.seed)
 
     set_seed(cfg.seed)
     lm = load_model(cfg.model_spec, device=device)

@@ -21,7 +21,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import TrainerCallback
@@ -33,7 +33,7 @@ from sentidistill.utils.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 Method = Literal["knowdist", "icldist", "onpolicy"]
-METHODS: tuple[str, ...] = ("knowdist", "icldist", "onpolicy")
+METHODS: tuple[str, ...] = get_args(Method)
 EvalFn = Callable[[Any, Any], dict[str, float]]  # (model, tokenizer) -> scores
 
 REQUIRED_COLUMNS = ("source", "target")
