@@ -33,7 +33,7 @@ class CountingAdapter(HFModelAdapter):
             raise Killed
         self.calls.append((kind, n))
 
-    def choose(self, prompts, words, *, task=""):
+    def choose(self, prompts, words, *, task="", rows=None):
         self._count("choose", len(prompts))
         return super().choose(prompts, words, task=task)
 

@@ -140,6 +140,41 @@ class TrainingConfig(_Section):
     dataloader_num_workers: int = Field(0, ge=0)
 
 
+CLS_TASKS = ["sst2", "imdb", "yelp2", "twitter", "irony18", "emotion", "pstance", "intimacy"]
+
+
+class SoftLabelsConfig(_Section):
+    """Label-free teaching: the teacher's calibrated distribution over each task's labels for unlabeled texts
+    (sentidistill.distill.soft_labels). Feeds the classifier student (and generative students)."""
+
+    enabled: bool = Field(False, description="Run the teach_soft stage.")
+    tasks: list[str] = Field(default_factory=lambda: list(CLS_TASKS), description="Classification tasks whose train-split texts (labels never read) the teacher labels.")
+    n_per_task: int | None = Field(500, ge=1, description="Texts per task, drawn with the run seed (None = the whole split).")
+    max_chars: int = Field(600, ge=20, description="Texts are cut at this many characters before the teacher reads them.")
+    prompt_variants: int = Field(1, ge=1, le=4, description="Prompt ensembling: instruction variants per text, distributions averaged (cost x N).")
+    calibration: Literal["none", "batch", "contextual"] = Field("batch", description="batch (Zhou et al. 2023: divide by the mean distribution over the pool), contextual (Zhao et al. 2021: content-free inputs), none.")
+    dedupe: bool = Field(True, description="Drop repeated texts (normalised) within a task.")
+    min_confidence: float = Field(0.0, ge=0.0, lt=1.0, description="Drop texts whose calibrated top probability is below this (0 = keep all).")
+    balance: Literal["none", "weight", "downsample"] = Field("weight", description="Class balancing by the calibrated teacher label: inverse-frequency weights, downsampling, or none.")
+    dev_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Teacher-labelled dev slice per task, for early stopping on agreement with the teacher.")
+    top_logprobs: int = Field(20, ge=1, le=20, description="k of top-k log-probs for endpoints that cannot score labels exactly.")
+
+
+class ClassifierConfig(_Section):
+    """The classifier student: an encoder fine-tuned end to end with one head per task, on soft labels."""
+
+    enabled: bool = Field(False, description="Train and bench the classifier student (needs soft_labels).")
+    encoder: str = Field("builtin:minilm", description="builtin:minilm (all-MiniLM-L6-v2, offline) or any Hugging Face encoder id or path.")
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text.")
+    head_init: Literal["label_embeddings", "random"] = Field("label_embeddings", description="label_embeddings: heads start as a zero-shot label-similarity classifier (the 'before' row).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="Distillation temperature T of the soft-label KL (Hinton et al. 2015).")
+    kl_weight: float = Field(1.0, ge=0.0, description="Weight of the soft-label KL term.")
+    ce_weight: float = Field(0.0, ge=0.0, description="Weight of CE on gold labels, for corpora that have a gold column.")
+    patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=4, learning_rate=1e-4, batch_size=32, save_steps=50, eval_steps=None, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
+
+
 class BenchConfig(_Section):
     """SentiBench evaluation of the teacher and of the student before/after distillation."""
 
@@ -150,6 +185,7 @@ class BenchConfig(_Section):
     seeds: list[int] = Field(default_factory=lambda: [42])
     limit: int | None = Field(50, ge=1, description="Stratified subsample of each test set (None = all).")
     scoring: Literal["restricted", "generate"] = Field("restricted", description="Classification: arg-max over label words, or free generation + parsing.")
+    max_chars: int | None = Field(None, ge=20, description="Cut every test text at this many characters, for every model alike (None = whole texts).")
     include_teacher: bool = True
     include_student_before: bool = True
 
@@ -191,8 +227,16 @@ class PipelineConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     knowdist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the KnowDist stage.")
     icldist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the ICLDist stage.")
+    soft_labels: SoftLabelsConfig = SoftLabelsConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     bench: BenchConfig = BenchConfig()
     finetune: FinetuneEvalConfig = FinetuneEvalConfig()
+
+    @model_validator(mode="after")
+    def _classifier_needs_soft_labels(self) -> PipelineConfig:
+        if self.classifier.enabled and not self.soft_labels.enabled:
+            raise ValueError("classifier.enabled needs soft_labels.enabled (the classifier learns the teacher's soft labels)")
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -23,7 +23,8 @@ from sentidistill.rundir import RunDir
 log = logging.getLogger(__name__)
 
 # The benchmarked models, in the order the results table and the report list them.
-BENCH_ORDER = ("teacher", "student_before", "student_knowdist", "student_after")
+BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_knowdist", "student_after",
+               "classifier_before", "classifier_after")
 
 
 @dataclass
@@ -83,6 +84,9 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
     icldist_model = rundir.models_dir / "icldist" / "final"
     knowdist_corpus = rundir.corpus_dir / "knowdist.parquet"
     icl_corpus = rundir.corpus_dir / "icl.parquet"
+    soft_corpus = rundir.corpus_dir / "soft_labels.parquet"
+    classifier_init = rundir.models_dir / "classifier" / "init"
+    classifier_final = rundir.models_dir / "classifier" / "final"
 
     try:
         with ExitStack() as stack:
@@ -94,14 +98,40 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             if cfg.icldist.enabled:
                 stage("teach_icl", [icl_corpus], lambda: _teach_icl(cfg, teacher, icl_corpus, data_dir))
 
-            # 2. The teacher's own score on the benchmark (same prompts as the students).
+            if cfg.soft_labels.enabled:
+                stage("teach_soft", [soft_corpus, soft_corpus.with_suffix(".stats.json")],
+                      lambda: _teach_soft(cfg, teacher, soft_corpus, data_dir))
+
+            # 2. The teacher's own score on the benchmark (same prompts as the students), raw and, with soft
+            # labels, calibrated with the priors estimated on the unlabeled pool (cache hits: no new calls).
             if cfg.bench.enabled and cfg.bench.include_teacher:
                 out = rundir.bench_dir / "teacher"
                 stage("bench_teacher", [out / "metrics.json"],
                       lambda: _bench(cfg, "teacher", out, data_dir, teacher=teacher))
+                if cfg.soft_labels.enabled and cfg.soft_labels.calibration != "none":
+                    out_cal = rundir.bench_dir / "teacher_calibrated"
+                    stage("bench_teacher_calibrated", [out_cal / "metrics.json"],
+                          lambda: _bench(cfg, "teacher (calibrated)", out_cal, data_dir, teacher=teacher,
+                                         priors=soft_corpus))
 
-        # 3. The student before distillation.
-        if cfg.bench.enabled and cfg.bench.include_student_before:
+        # 3. The classifier student: zero-shot start (label-embedding heads), trained on the soft labels.
+        if cfg.classifier.enabled:
+            stage("init_classifier", [classifier_init / "model.safetensors"],
+                  lambda: _init_classifier(cfg, soft_corpus, classifier_init))
+            if cfg.bench.enabled:
+                out = rundir.bench_dir / "classifier_before"
+                stage("bench_classifier_before", [out / "metrics.json"],
+                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init)))
+            stage("train_classifier", [classifier_final / "model.safetensors"],
+                  lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init))
+            if cfg.bench.enabled:
+                out = rundir.bench_dir / "classifier_after"
+                stage("bench_classifier_after", [out / "metrics.json"],
+                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final)))
+
+        # 4. The generative student before distillation.
+        if cfg.bench.enabled and cfg.bench.include_student_before and (
+                cfg.knowdist.enabled or cfg.icldist.enabled or not cfg.classifier.enabled):
             out = rundir.bench_dir / "student_before"
             stage("bench_student_before", [out / "metrics.json"],
                   lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student))
@@ -175,6 +205,34 @@ def _teach_icl(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir: 
     return {**_as_dict(stats), "teacher": teacher.stats}
 
 
+def _teach_soft(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.distill.soft_labels import build_soft_label_corpus
+
+    stats = build_soft_label_corpus(cfg.soft_labels, teacher.get(), out, data_dir=data_dir, seed=cfg.seed)
+    return {"tasks": stats.tasks, "curation": stats.curation, "teacher": teacher.stats}
+
+
+def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
+    """The untrained classifier student (heads from label embeddings), saved for the 'before' bench."""
+    from sentidistill.distill.soft_labels import read_soft_labels
+    from sentidistill.students.classifier import build_classifier, save_classifier
+    from sentidistill.train.classifier import _task_table
+
+    c = cfg.classifier
+    model, tok = build_classifier(c.encoder, _task_table(read_soft_labels(corpus)), head_init=c.head_init,
+                                  dropout=c.dropout, max_length=c.max_length, seed=cfg.seed)
+    save_classifier(model, tok, out)
+    return {"model": str(out)}
+
+
+def _train_classifier(cfg: PipelineConfig, corpus: Path, out_dir: Path, init: Path) -> dict:
+    from sentidistill.train.classifier import train_classifier
+
+    final = train_classifier(corpus, out_dir, cfg.classifier, seed=cfg.seed, init_from=str(init))
+    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
+
+
 def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method: str) -> dict:
     from sentidistill.train import train_student
 
@@ -186,18 +244,26 @@ def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method:
 
 
 def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
-           model: str | None = None, teacher: _LazyTeacher | None = None) -> dict:
+           model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None) -> dict:
     from sentidistill.bench import list_tasks, run_bench
-    from sentidistill.bench.models import HFModelAdapter, TeacherAdapter
+    from sentidistill.bench.models import CalibratedAdapter, ClassifierAdapter, HFModelAdapter, TeacherAdapter
+    from sentidistill.students.classifier import is_classifier_checkpoint
 
     tasks = cfg.bench.tasks or list_tasks(cfg.bench.suite)
     if teacher is not None:
         adapter = TeacherAdapter(teacher.get())
+        if priors is not None:
+            from sentidistill.distill.soft_labels import read_soft_label_stats
+
+            stats = read_soft_label_stats(priors)
+            adapter = CalibratedAdapter(adapter, {t: v["log_prior"] for t, v in stats["tasks"].items()})
+    elif model is not None and is_classifier_checkpoint(model):
+        adapter = ClassifierAdapter(model, name=label)
     else:
         adapter = HFModelAdapter(model, kind=cfg.student.kind, max_length=cfg.student.max_source_length)
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
-        scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label,
+        scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label, max_chars=cfg.bench.max_chars,
     )
     return {"score": metrics.get("sentibench_score"), "bench_wall_s": metrics.get("wall_s")}
 

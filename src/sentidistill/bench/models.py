@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from sentidistill.errors import InputError
 from sentidistill.utils.io import stable_hash
 
@@ -39,7 +41,8 @@ class ModelAdapter(Protocol):
     def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
                  stop: list[str] | None = None) -> list[str]: ...
 
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]: ...
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]: ...
 
 
 # -- local Hugging Face models --------------------------------------------------------------------------
@@ -185,7 +188,8 @@ class HFModelAdapter:
         tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * (labels != -100).to(dev)
         return [float(x) for x in tok_lp.sum(-1)]
 
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
         """Arg-max over the label words' log-likelihood (ties: the first label)."""
         sep = " " if self.kind == "causal" and self.prompt_style == "plain" else ""
         flat_p = [p for p in prompts for _ in words]
@@ -264,10 +268,13 @@ class TeacherAdapter:
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides this adapter's answers (the bench runner's resume key)."""
+        from sentidistill.teacher.restricted import supports_exact_scoring
+
         cfg = getattr(self.teacher, "cfg", None)
         return {"adapter": "teacher", "model": str(getattr(self.teacher, "model_id", self.name)),
                 "backend": getattr(cfg, "kind", None), "top_logprobs": self.top_logprobs,
-                "choose_max_tokens": self.choose_max_tokens, "prompt_style": self.prompt_style}
+                "choose_max_tokens": self.choose_max_tokens, "prompt_style": self.prompt_style,
+                "label_scoring": "exact" if supports_exact_scoring(self.teacher) else "top_logprobs"}
 
     def _requests(self, prompts: list[Prompt], max_tokens: int, task: str, logprobs: bool,
                   stop: list[str] | None = None) -> list[Any]:
@@ -306,8 +313,26 @@ class TeacherAdapter:
                  stop: list[str] | None = None) -> list[str]:
         return self._texts(self._ask(self._requests(prompts, max_new_tokens, task, False, stop)))
 
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
-        """Per prompt: the best label among the first content token's top-k, else the parsed text."""
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
+        """Per prompt: exact label log-likelihoods where the backend scores labels (llama.cpp in-process, see
+        :mod:`sentidistill.teacher.restricted`), else the best label among the first content token's top-k,
+        else the parsed text."""
+        from sentidistill.teacher.restricted import score_labels, supports_exact_scoring
+
+        if supports_exact_scoring(self.teacher):
+            messages = [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
+            scores_arr, _, responses = score_labels(self.teacher, messages, words, prompt_id=f"bench.{task or 'adhoc'}",
+                                                    metadata={"task": task})
+            out = []
+            for resp, sc in zip(responses, scores_arr, strict=True):
+                if resp.status in ("error", "missing") or not np.isfinite(sc).any():
+                    self.errors += 1
+                    out.append(Answer(text="", meta={"via": "error", "response": resp.error or ""}))
+                    continue
+                best = int(np.argmax(sc))
+                out.append(Answer(text=words[best], scores=[float(x) for x in sc], meta={"via": "exact"}))
+            return out
         responses = self._ask(self._requests(prompts, self.choose_max_tokens, task, True))
         texts = self._texts(responses)
         answers = []
@@ -326,6 +351,106 @@ class TeacherAdapter:
         close = getattr(self.teacher, "close", None)
         if close is not None:
             close()
+
+
+class CalibratedAdapter:
+    """A model whose label scores are corrected by a per-task label prior (label-free calibration,
+    :mod:`sentidistill.distill.calibration`): ``score_k - log prior_k``, arg-max. The prior of a task comes
+    from the teacher's distribution over the unlabeled training pool (batch calibration) or content-free
+    inputs (contextual calibration), never from gold labels. Tasks without a prior are answered as the
+    inner model answers them. Same prompts as the inner adapter, so a cached teacher answers for free."""
+
+    def __init__(self, inner: Any, log_priors: dict[str, list[float]], *, name: str | None = None) -> None:
+        self.inner = inner
+        self.log_priors = {k: [float(x) for x in v] for k, v in log_priors.items()}
+        self.name = name or f"{getattr(inner, 'name', 'model')} (calibrated)"
+        self.prompt_style = inner.prompt_style
+        self.n_params = getattr(inner, "n_params", None)
+        self.kind = getattr(inner, "kind", None)
+
+    @property
+    def errors(self) -> int:
+        return int(getattr(self.inner, "errors", 0) or 0)
+
+    def fingerprint(self) -> dict[str, Any]:
+        from sentidistill.bench.runner import adapter_fingerprint
+
+        return {"adapter": "calibrated", "inner": adapter_fingerprint(self.inner), "log_priors": self.log_priors}
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]:
+        return self.inner.generate(prompts, max_new_tokens, task=task, stop=stop)
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
+        answers = self.inner.choose(prompts, words, task=task, rows=rows)
+        prior = self.log_priors.get(task)
+        if prior is None:
+            return answers
+        if len(prior) != len(words):
+            raise InputError(f"calibration prior for task '{task}' has {len(prior)} labels, the task {len(words)}",
+                             field="log_priors", expected=f"{len(words)} values")
+        out = []
+        for a in answers:
+            if not a.scores or all(s is None for s in a.scores):
+                out.append(a)
+                continue
+            cal = [(-np.inf if s is None else float(s)) - p for s, p in zip(a.scores, prior, strict=True)]
+            best = int(np.argmax(cal))
+            out.append(Answer(text=words[best], scores=cal, meta={**a.meta, "calibrated": True}))
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ClassifierAdapter:
+    """A ``classifier`` student (:mod:`sentidistill.students.classifier`) on the benchmark: class
+    probabilities from the raw rows (no prompt, no generation). A task it was not trained on is answered by
+    the head whose label set the task's labels map onto (or ``head``)."""
+
+    prompt_style: Literal["plain", "chat"] = "plain"
+
+    def __init__(self, path: str | Path, *, head: str | None = None, batch_size: int = 64,
+                 name: str | None = None) -> None:
+        from sentidistill.students.classifier import load_classifier
+
+        self.path = Path(path)
+        self.model, self.tok = load_classifier(self.path)
+        self.name = name or str(path)
+        self.kind = "classifier"
+        self.head = head
+        self.batch_size = batch_size
+        self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
+
+    def fingerprint(self) -> dict[str, Any]:
+        weights = self.path / "model.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:32] if weights.is_file() else None
+        return {"adapter": "classifier", "path": str(self.path.resolve()), "weights": digest, "head": self.head}
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
+                 stop: list[str] | None = None) -> list[str]:
+        raise InputError(f"the classifier student cannot generate (task '{task}')", field="scoring",
+                         expected="restricted scoring of a classification task")
+
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
+        from sentidistill.bench import get_task
+        from sentidistill.students.classifier import classifier_input
+
+        if rows is None:
+            raise InputError("the classifier student scores rows, not prompts", field="rows",
+                             expected="the benchmark rows (text, target)")
+        labels = list(get_task(task).labels) if task else words
+        probs = self.model.predict_proba(self.tok, task, [classifier_input(r) for r in rows], labels=labels,
+                                         head=self.head, batch_size=self.batch_size)
+        with np.errstate(divide="ignore"):
+            logp = np.log(probs)
+        return [Answer(text=words[int(np.argmax(p))], scores=[float(x) for x in lp])
+                for p, lp in zip(probs, logp, strict=True)]
+
+    def close(self) -> None:
+        pass
 
 
 def label_scores_from_logprobs(logprobs: list[Any], words: list[str]) -> tuple[list[float | None], list[tuple[str, float]]]:
@@ -435,7 +560,8 @@ class ReplayAdapter:
                  stop: list[str] | None = None) -> list[str]:
         return self._lookup(prompts)
 
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "") -> list[Answer]:
+    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
+               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
         return [Answer(text=t, meta={"via": "replay"}) for t in self._lookup(prompts)]
 
     def close(self) -> None:
@@ -449,6 +575,10 @@ def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size
     ``prompt_style`` (HF models): ``auto`` = chat for a causal model with a chat template, else plain."""
     if spec.startswith("replay:"):
         return ReplayAdapter(spec.split(":", 1)[1])
+    from sentidistill.students.classifier import is_classifier_checkpoint
+
+    if is_classifier_checkpoint(spec):
+        return ClassifierAdapter(spec, batch_size=max(batch_size, 32))
     if spec.startswith("openai:"):
         from sentidistill.config import TeacherConfig
         from sentidistill.teacher import build_teacher

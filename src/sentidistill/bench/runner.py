@@ -106,6 +106,7 @@ def run_task(
     max_new_tokens: int | None = None,
     resume: bool = True,
     fingerprint: dict[str, Any] | None = None,
+    max_chars: int | None = None,
 ) -> dict[str, Any]:
     """One task over all seeds; returns its metrics entry (and writes predictions when ``out_dir``).
 
@@ -113,6 +114,8 @@ def run_task(
     instead of asked again (see the module doc); ``fingerprint`` is the adapter's (computed when None).
     """
     rows = task.load(task.spec.eval_split, data_dir=data_dir, limit=limit, seed=limit_seed)
+    if max_chars:  # long reviews cut for every model alike (the same items and the same text)
+        rows = [{**r, "text": str(r["text"])[:max_chars]} for r in rows]
     k = task.spec.demos.k if shots is None else shots
     selection = demo_selection or task.spec.demos.selection
     pool = task.load(task.spec.demos.split, data_dir=data_dir) if k > 0 else []
@@ -149,7 +152,7 @@ def run_task(
         else:
             t0 = time.perf_counter()
             if restricted:
-                answers = adapter.choose(prompts, words, task=task.name)
+                answers = adapter.choose(prompts, words, task=task.name, rows=rows)
                 raws = [a.text for a in answers]
                 scores = [a.scores for a in answers]
                 metas = [{k_: v for k_, v in (a.meta or {}).items() if k_ in _META_KEYS} for a in answers]
@@ -222,11 +225,13 @@ def run_bench(
     suite: str | None = None,
     max_new_tokens: int | None = None,
     resume: bool = True,
+    max_chars: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``adapter`` on ``tasks``; write ``predictions/`` and ``metrics.json`` under ``out_dir``.
 
     ``shots=None`` uses each task's own k. ``limit`` scores a stratified subsample (fixed seed 42) of
-    each evaluation split; ``max_new_tokens`` overrides the tasks' generation length (smoke tests).
+    each evaluation split; ``max_new_tokens`` overrides the tasks' generation length (smoke tests);
+    ``max_chars`` cuts every test text at that many characters (the same cut for every model).
     The SentiBench score is the unweighted mean of the task scores that ran. With ``out_dir`` and
     ``resume`` (the default), every (task, seed) finished by an earlier call with the same model and
     settings is read back instead of recomputed (see the module doc); ``resume=False`` recomputes all.
@@ -240,7 +245,7 @@ def run_bench(
         results[task.name] = run_task(
             adapter, task, shots=shots, seeds=seeds, limit=limit, scoring=scoring, data_dir=data_dir,
             demo_selection=demo_selection, out_dir=out, max_new_tokens=max_new_tokens, resume=resume,
-            fingerprint=fingerprint,
+            fingerprint=fingerprint, max_chars=max_chars,
         )
     scores = {n: r["score"] for n, r in results.items()}
     cats = {n: r["category"] for n, r in results.items()}

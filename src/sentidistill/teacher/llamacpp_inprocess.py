@@ -83,7 +83,13 @@ class LlamaCppInProcessBackend:
 
     Options in ``TeacherConfig.extra``: ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
     reuse the KV cache of the previous prompt's common prefix).
+
+    Restricted scoring (``params.score_labels``) is exact: log P(label tokens | prompt) summed over the
+    label's tokens, each continuation evaluated on top of the prompt's KV cache (labels sharing a prefix,
+    ``very positive`` / ``very negative``, evaluate it once).
     """
+
+    supports_label_scoring = True
 
     def __init__(
         self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
@@ -172,7 +178,7 @@ class LlamaCppInProcessBackend:
             if self._closed:
                 raise FatalBackendError("the llama.cpp teacher is closed")
             try:
-                resp = self._decode(prompt, p)
+                resp = self._score_labels(prompt, p.score_labels) if p.score_labels else self._decode(prompt, p)
             except RuntimeError as exc:  # llama_decode failed (e.g. no KV slot): start clean next time
                 self.llm.reset()
                 raise RequestRejected(f"llama.cpp decode failed: {exc}") from None
@@ -211,6 +217,37 @@ class LlamaCppInProcessBackend:
             text = self.llm.detokenize([tok], special=True).decode("utf-8", errors="replace")
             self._piece_cache[tok] = text
         return text
+
+    def _score_labels(self, prompt: list[int], labels: tuple[str, ...]) -> TeacherResponse:
+        """log P(label | prompt) for each label (nats): the sum over the label's tokens, tokenised as the
+        start of the answer (no leading space, as the chat template's assistant turn begins)."""
+        seqs = [self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False) for w in labels]
+        if any(not s for s in seqs):
+            raise RequestRejected(f"a label tokenises to nothing: {labels!r}")
+        longest = max(len(s) for s in seqs)
+        if len(prompt) + longest > self.n_ctx:
+            raise RequestRejected(f"the prompt has {len(prompt)} tokens; with the label it exceeds n_ctx={self.n_ctx}")
+        self._eval_prompt(prompt)
+        # Log-probs of the next token after prompt + prefix, for every label prefix we need (one eval each).
+        after: dict[tuple[int, ...], np.ndarray] = {(): self._last_logprobs()}
+        scores: list[float] = []
+        n_evals = 0
+        for seq in seqs:
+            total = 0.0
+            for i, tok in enumerate(seq):
+                prefix = tuple(seq[:i])
+                lp = after.get(prefix)
+                if lp is None:
+                    self._eval_prompt(prompt + list(prefix))  # reuses the prompt's KV cache
+                    lp = after[prefix] = self._last_logprobs()
+                    n_evals += 1
+                total += float(lp[tok])
+            scores.append(total)
+        best = int(np.argmax(scores))
+        return TeacherResponse(
+            text=labels[best], model=self.model_id, finish_reason="label_scores",
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=n_evals), label_logprobs=scores,
+        )
 
     def _decode(self, prompt: list[int], p: SamplingParams) -> TeacherResponse:
         llm = self.llm

@@ -23,6 +23,19 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="Stop strings.")
     logprobs: bool = Field(False, description="Ask for the top-k log-probabilities of each generated token.")
     top_logprobs: int = Field(0, ge=0, le=20, description="k for top-k log-probabilities (OpenAI allows <= 20).")
+    score_labels: tuple[str, ...] = Field(
+        (), description="Restricted scoring: instead of generating, return the log-likelihood (nats) of each of "
+        "these answers given the prompt (``TeacherResponse.label_logprobs``). Backends that cannot score "
+        "(``supports_label_scoring`` false) are asked to generate with top-k log-probs instead; see "
+        "sentidistill.distill.soft_labels.")
+
+    def key_dump(self) -> dict[str, Any]:
+        """The cache-key view: fields at their ``()`` default that older versions lacked are left out, so a
+        cache written before they existed still answers."""
+        data = self.model_dump(mode="json")
+        if not data.get("score_labels"):
+            data.pop("score_labels", None)
+        return data
 
 
 class AnswerFormat(BaseModel):
@@ -53,7 +66,7 @@ class TeacherRequest(BaseModel):
             {
                 "model": model_id,
                 "messages": self.messages,
-                "params": self.params.model_dump(mode="json"),
+                "params": self.params.key_dump(),
                 "prompt": [self.prompt_id, self.prompt_version],
                 "format": self.answer_format.model_dump(mode="json"),
             }
@@ -81,6 +94,8 @@ class TeacherResponse(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Usage()
     logprobs: list[TokenLogprob] | None = None
+    # Restricted scoring (``params.score_labels``): per label, log P(label | prompt) in nats, same order.
+    label_logprobs: list[float] | None = None
     status: Literal["valid", "repaired", "invalid", "unchecked", "error", "missing"] = "unchecked"
     attempts: int = 1
     cached: bool = False

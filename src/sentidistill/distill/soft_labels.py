@@ -1,0 +1,249 @@
+"""Soft labels from any teacher: its probability over a task's label set for each unlabeled text.
+
+The label-free distillation recipe (issue "Distillation that works"), in the order this module runs it:
+
+1. **Texts**: ``n_per_task`` texts drawn (seeded) from each task's train split; the gold labels are dropped
+   the moment a row is read and never looked at. Texts longer than ``max_chars`` are cut (the teacher reads
+   ~100-300 prompt tokens/s on 2 cores).
+2. **Restricted scoring**: the task's zero-shot prompt (the same one the benchmark gives the teacher), and
+   optionally more instruction variants (prompt ensembling: the variants' distributions are averaged),
+   scored through :mod:`sentidistill.teacher.restricted` (exact label likelihoods from llama.cpp, top-k
+   log-probs from endpoints, the generated label as a last resort). Every call is cached and resumable.
+3. **Calibration** without gold labels (:mod:`sentidistill.distill.calibration`): batch calibration over the
+   pool (default) or contextual calibration with content-free inputs.
+4. **Curation** (:mod:`sentidistill.distill.curation`): dedupe, optional confidence filter, a teacher-labelled
+   dev slice for early stopping, class balancing by the calibrated label.
+
+The result is one Parquet file (:data:`SOFT_LABEL_SCHEMA`) plus ``<name>.stats.json`` with the label
+distributions, the calibration priors (what the benchmark's "teacher, calibrated" row applies to the test
+items) and what each filter removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sentidistill.distill.calibration import (
+    CONTENT_FREE_INPUTS,
+    batch_calibrate,
+    contextual_calibrate,
+    log_prior,
+    softmax_logprobs,
+)
+from sentidistill.distill.curation import curate
+from sentidistill.errors import InputError
+from sentidistill.utils.io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SOFT_LABEL_SCHEMA = pa.schema([
+    ("task", pa.string()),
+    ("id", pa.string()),
+    ("text", pa.string()),  # the text as the teacher saw it (cut at max_chars)
+    ("target", pa.string()),  # stance target etc.; null when the task has none
+    ("labels", pa.list_(pa.string())),  # the task's label names, the order of every distribution
+    ("teacher_logprobs", pa.list_(pa.float64())),  # log P(label | prompt), nats, averaged over prompt variants
+    ("probs_raw", pa.list_(pa.float64())),  # restricted-scoring distribution (softmax over the label set)
+    ("probs", pa.list_(pa.float64())),  # calibrated distribution: the soft label the student learns
+    ("teacher_label", pa.string()),  # arg-max of probs
+    ("split", pa.string()),  # train | dev (dev: early stopping on agreement with the teacher)
+    ("weight", pa.float64()),  # class-balancing weight (mean 1 over a task's training rows)
+    ("via", pa.string()),  # exact | logprobs | text: how the teacher's scores were read
+])
+
+# Instruction variants for prompt ensembling (variant 0 is the task's own instruction, i.e. the benchmark's
+# zero-shot prompt). Versioned: the version is part of every cache key.
+PROMPT_VERSION = "1"
+VARIANTS: tuple[str, ...] = (
+    "{instruction}",
+    "Read the text and answer with exactly one of: {labels}. Give only the answer.",
+    "You are an expert in sentiment analysis. {instruction} Answer with one word: {labels}.",
+    "{instruction} Think about the author's attitude, then answer with one of: {labels}.",
+)
+
+
+@dataclass
+class SoftLabelStats:
+    """What a soft-labelling run did, per task: texts, teacher failures, how scores were read, priors."""
+
+    path: str
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    priors: dict[str, list[float]] = field(default_factory=dict)  # task -> prior over its labels (sums to 1)
+    calibration: str = "batch"
+    prompt_variants: int = 1
+    teacher: dict[str, float] = field(default_factory=dict)
+    curation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _labels_text(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def variant_prompt(task: Any, row: dict[str, Any], variant: int) -> list[dict[str, str]]:
+    """The zero-shot chat prompt of ``row`` with instruction variant ``variant`` (0 = the benchmark's)."""
+    from sentidistill.bench.prompting import build_prompt
+
+    if variant == 0:
+        return build_prompt(task, row, [], style="chat")  # type: ignore[return-value]
+    words = [task.verbalizers[lab] for lab in task.labels]
+    instruction = VARIANTS[variant].format(instruction=task.spec.instruction, labels=_labels_text(words))
+    return build_prompt(task, row, [], style="chat", instruction=instruction)  # type: ignore[return-value]
+
+
+def unlabeled_texts(task: Any, n: int | None, *, data_dir: str | Path | None, seed: int, max_chars: int,
+                    split: str = "train") -> list[dict[str, Any]]:
+    """``n`` rows of ``split`` drawn with ``seed`` (all when ``n`` is None), gold labels removed, texts cut
+    at ``max_chars``. Raises ``InputError`` when the split is missing or empty."""
+    rows = task.load(split, data_dir=data_dir)
+    if not rows:
+        raise InputError(f"task '{task.name}' has no rows in split '{split}'", field="soft_labels.tasks")
+    idx = list(range(len(rows)))
+    if n is not None and n < len(rows):
+        idx = sorted(random.Random(f"{seed}:{task.name}").sample(idx, n))
+    out = []
+    for i in idx:
+        r = {k: v for k, v in rows[i].items() if k not in ("gold", "label", "label_score")}
+        r["text"] = str(r["text"])[:max_chars]
+        out.append(r)
+    return out
+
+
+def _average_variants(logprob_sets: list[np.ndarray]) -> np.ndarray:
+    """Prompt ensembling: the mean of the variants' restricted distributions, as log-probs ``[N, K]``
+    (a variant whose row is NaN is left out of that row's mean)."""
+    probs = []
+    for lp in logprob_sets:
+        ok = ~np.isnan(lp).any(axis=1)
+        p = np.full(lp.shape, np.nan)
+        if ok.any():
+            p[ok] = softmax_logprobs(lp[ok])
+        probs.append(p)
+    stack = np.stack(probs)  # [V, N, K]
+    mean = np.nanmean(stack, axis=0) if len(probs) > 1 else stack[0]
+    with np.errstate(divide="ignore"):
+        return np.log(mean)
+
+
+def build_soft_label_corpus(
+    cfg: Any, teacher: Any, out: str | Path, *, data_dir: str | Path | None = None, seed: int = 42,
+) -> SoftLabelStats:
+    """Ask ``teacher`` for soft labels on the unlabeled texts of ``cfg.tasks`` and write the curated corpus.
+
+    ``cfg`` is a :class:`sentidistill.config.SoftLabelsConfig`. Writes ``out`` (Parquet, atomically) and
+    ``out`` with suffix ``.stats.json``. Raises ``InputError`` for a task that is not a classification task
+    or has no train split, and what the teacher raises (budget, fatal backend errors)."""
+    from sentidistill.bench import get_task
+
+    out = Path(out)
+    stats = SoftLabelStats(path=str(out), calibration=cfg.calibration, prompt_variants=cfg.prompt_variants)
+    all_rows: list[dict[str, Any]] = []
+    for name in cfg.tasks:
+        task = get_task(name)
+        if task.kind != "classification":
+            raise InputError(f"soft labels need a classification task; '{name}' is {task.kind}",
+                             field="soft_labels.tasks", expected="classification tasks")
+        words = [task.verbalizers[lab] for lab in task.labels]
+        verbal_to_idx = {lab: j for j, lab in enumerate(task.labels)}
+
+        def parse(text: str, task=task, verbal_to_idx=verbal_to_idx) -> int | None:
+            lab = task.parse(text)
+            return verbal_to_idx.get(lab) if lab is not None else None
+
+        rows = unlabeled_texts(task, cfg.n_per_task, data_dir=data_dir, seed=seed, max_chars=cfg.max_chars)
+        from sentidistill.teacher.restricted import score_labels
+
+        variant_scores = []
+        via: list[str] = ["none"] * len(rows)
+        for v in range(cfg.prompt_variants):
+            prompts = [variant_prompt(task, r, v) for r in rows]
+            lp, how, _ = score_labels(teacher, prompts, words, prompt_id=f"soft_labels.{name}.v{v}",
+                                      prompt_version=PROMPT_VERSION, parse=parse, top_logprobs=cfg.top_logprobs,
+                                      metadata={"task": name})
+            variant_scores.append(lp)
+            via = [h if h != "none" else via[i] for i, h in enumerate(how)] if v else how
+        logprobs = _average_variants(variant_scores)
+        ok = ~np.isnan(logprobs).any(axis=1) & np.isfinite(logprobs).any(axis=1)
+        raw = np.zeros_like(logprobs)
+        if ok.any():
+            raw[ok] = softmax_logprobs(logprobs[ok])
+        n_ok = int(ok.sum())
+        if n_ok == 0:
+            raise InputError(f"the teacher gave no usable answer for any text of task '{name}'",
+                             field="teacher", expected="label scores or answers naming a label")
+        if cfg.calibration == "contextual":
+            cf_rows = [{**rows[0], "text": t} for t in CONTENT_FREE_INPUTS]
+            cf_lp, _, _ = score_labels(teacher, [variant_prompt(task, r, 0) for r in cf_rows], words,
+                                       prompt_id=f"soft_labels.{name}.content_free", prompt_version=PROMPT_VERSION,
+                                       parse=parse, top_logprobs=cfg.top_logprobs, metadata={"task": name})
+            cf_ok = ~np.isnan(cf_lp).any(axis=1) & np.isfinite(cf_lp).any(axis=1)
+            if not cf_ok.any():
+                raise InputError(f"contextual calibration: no usable teacher answer for the content-free inputs "
+                                 f"of task '{name}'", field="soft_labels.calibration", expected="batch")
+            cal, prior = contextual_calibrate(raw[ok], softmax_logprobs(cf_lp[cf_ok]))
+        elif cfg.calibration == "batch":
+            cal, prior = batch_calibrate(raw[ok])
+        else:
+            cal, prior = raw[ok], np.full(len(words), 1.0 / len(words))
+        stats.priors[name] = [float(x) for x in prior]
+        stats.tasks[name] = {
+            "texts": len(rows), "scored": n_ok, "unusable": len(rows) - n_ok,
+            "via": {h: via.count(h) for h in sorted(set(via))}, "labels": list(task.labels),
+            "log_prior": log_prior(prior),
+        }
+        ok_idx = np.flatnonzero(ok)
+        for j, i in enumerate(ok_idx):
+            r = rows[i]
+            all_rows.append({
+                "task": name, "id": str(r.get("id", f"{name}-{i}")), "text": r["text"], "target": r.get("target"),
+                "labels": list(task.labels), "teacher_logprobs": [float(x) for x in logprobs[i]],
+                "probs_raw": [float(x) for x in raw[i]], "probs": [float(x) for x in cal[j]], "via": via[i],
+            })
+        log.info("soft labels %s: %d texts, %d usable, prior %s", name, len(rows), n_ok,
+                 dict(zip(task.labels, np.round(prior, 3).tolist(), strict=True)))
+    curated, cstats = curate(all_rows, seed=seed, dedupe=cfg.dedupe, min_confidence=cfg.min_confidence,
+                             dev_fraction=cfg.dev_fraction, balance=cfg.balance)
+    stats.curation = cstats.to_dict()
+    stats.teacher = dict(getattr(teacher, "stats", {}) or {})
+    write_soft_labels(curated, out)
+    atomic_write_json(out.with_suffix(".stats.json"), stats.to_dict())
+    return stats
+
+
+def write_soft_labels(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write soft-labelled rows as Parquet (:data:`SOFT_LABEL_SCHEMA`), atomically."""
+    path = Path(path)
+    cols = {name: [r.get(name) for r in rows] for name in SOFT_LABEL_SCHEMA.names}
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols, schema=SOFT_LABEL_SCHEMA), buf, compression="zstd")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_soft_labels(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a soft-label corpus. Raises ``InputError`` naming the file and the missing column when
+    it is not one."""
+    path = Path(path)
+    table = pq.read_table(path)
+    missing = [c for c in ("task", "text", "labels", "probs") if c not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: not a soft-label corpus", field=",".join(missing),
+                         expected=f"columns {SOFT_LABEL_SCHEMA.names}")
+    return table.to_pylist()
+
+
+def read_soft_label_stats(path: str | Path) -> dict[str, Any]:
+    """The ``.stats.json`` beside a soft-label corpus."""
+    return json.loads(Path(path).with_suffix(".stats.json").read_text(encoding="utf-8"))

