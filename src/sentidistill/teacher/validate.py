@@ -1,4 +1,8 @@
-"""Check a teacher answer against its ``AnswerFormat`` and write the repair instruction when it fails."""
+"""Check a teacher answer against its ``AnswerFormat`` and write the repair instruction when it fails.
+
+Only the answer part is checked: a reasoning block (``<think>...</think>``, see
+:func:`sentidistill.utils.answers.split_reasoning`) is split off first.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentidistill.teacher.types import AnswerFormat
+from sentidistill.utils.answers import read_python_list, split_reasoning
 
 
 @dataclass
@@ -33,6 +38,10 @@ def normalise_label(text: str) -> str:
 
 
 def validate(text: str, fmt: AnswerFormat) -> Validation:
+    """Validate the answer part of ``text`` (after any ``<think>`` block) against ``fmt``."""
+    reasoning, text = split_reasoning(text)
+    if reasoning is not None and not text:
+        return Validation(False, None, "the reply holds only a reasoning block and no answer after it")
     if fmt.kind == "free":
         if not text.strip():
             return Validation(False, None, "the answer is empty")
@@ -92,7 +101,10 @@ def _validate_tuples(text: str, arity: int | None) -> Validation:
         try:
             value = json.loads(block)
         except ValueError:
-            return Validation(False, None, "the list of tuples is not valid Python syntax")
+            try:  # unescaped quotes inside strings: [('chef's special', 'positive')]
+                value = read_python_list(block)
+            except ValueError:
+                return Validation(False, None, "the list of tuples is not valid Python syntax")
     if not isinstance(value, list | tuple):
         return Validation(False, None, "expected a list of tuples")
     items: list[tuple[Any, ...]] = []
