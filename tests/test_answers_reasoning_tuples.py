@@ -56,6 +56,10 @@ def test_bench_label_parser_reads_the_answer_not_the_reasoning(answer: str, expe
 def test_teacher_validation_reads_the_answer_not_the_first_line(answer: str, expected: str) -> None:
     check = validate(answer, LABELS)
     assert check.ok and check.parsed == expected
+    # Not only the first line: a heading, then the label on a line of its own (one label only).
+    assert validate("Sentiment:\n\nNegative", LABELS).parsed == "negative"
+    assert validate("**Answer**\nnegative", LABELS).parsed == "negative"
+    assert not validate("Hmm.\npositive\nnegative", LABELS).ok
     only_thinking = validate("<think>\nthe soup was cold", LABELS)
     assert not only_thinking.ok and "reasoning" in only_thinking.problem
 

@@ -239,7 +239,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        from sentidistill.data.readers import read_text_file
+
+        raw = yaml.safe_load(read_text_file(path)) or {}  # strict decoding: a bad byte names its line
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -169,7 +169,9 @@ def load_zero_shot_items(name: str, data_dir: str | Path, limit: int | None = No
         path = data_dir / "sentibench" / "sc" / name / "test.json"
         if not path.is_file():
             raise InputError("file not found", path=path)
-        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+        from sentidistill.data.readers import read_text_file
+
+        raw = json.loads(read_text_file(path))
         items = []
         for i, row in enumerate(raw):
             if not isinstance(row, dict) or not isinstance(row.get("sentence"), str) or row.get("label") not in (

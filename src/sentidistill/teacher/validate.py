@@ -55,7 +55,8 @@ def validate(text: str, fmt: AnswerFormat) -> Validation:
 
 def _validate_label(text: str, labels: tuple[str, ...]) -> Validation:
     allowed = {normalise_label(lab): lab for lab in labels}
-    first = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
     norm = normalise_label(first)
     if norm in allowed:
         return Validation(True, allowed[norm])
@@ -63,6 +64,11 @@ def _validate_label(text: str, labels: tuple[str, ...]) -> Validation:
     for cand in sorted(allowed, key=len, reverse=True):
         if norm.startswith(cand) and (len(norm) == len(cand) or not norm[len(cand)].isalnum()):
             return Validation(True, allowed[cand])
+    # A heading first ("Sentiment:\npositive", "**Answer**\n\nnegative"): a later line that is exactly a
+    # label counts when such lines name one label only.
+    later = {allowed[n] for n in map(normalise_label, lines[1:]) if n in allowed}
+    if len(later) == 1:
+        return Validation(True, later.pop())
     return Validation(False, None, f"the answer {first.strip()[:60]!r} is not one of the labels {list(labels)}")
 
 
