@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sentidistill.teacher.types import TokenLogprob
 
 
 def _norm(text: str) -> str:
@@ -51,7 +54,7 @@ def _logsumexp(values: list[float]) -> float:
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
-def label_logprobs_from_top_logprobs(logprobs: Sequence[Any], words: Sequence[str]) -> list[float | None]:
+def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Sequence[str]) -> list[float | None]:
     """Per label word, the log-probability (natural log, nats) that the answer is that word.
 
     ``logprobs``: the generated tokens, in order, each with ``.token`` (str), ``.logprob`` (float, nats)
@@ -70,6 +73,9 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[Any], words: Sequence[st
       label, gives that label ``(sum of the path's log-probs before i) + (the alternative's log-prob)``.
       An alternative that starts several labels (``"very"`` for ``very negative``/``very positive``)
       identifies none.
+    - A label that is a prefix of another (``negative`` / ``negative-ish``) is read from the path only
+      once the answer ends or a non-word character follows it; an alternative that could still go on to
+      the longer label identifies neither.
     - The walk stops at the first position where the path is no prefix of any label (``"The sentiment
       is ..."``); later alternatives are not read. When the tokens run out inside a label's spelling
       (``"ne"`` cut off by ``max_tokens``), a path that starts exactly one label reads as that label.
