@@ -8,6 +8,7 @@ itself, so the adapter's reading of the teacher's ``TokenLogprob.top`` is checke
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -180,7 +181,10 @@ def test_label_scores_look_through_leading_whitespace() -> None:
     words = ["negative", "positive"]
     nl = TokenLogprob(token="\n", logprob=-0.1, top=[("\n", -0.1), ("The", -3.0)])
     label = TokenLogprob(token="ne", logprob=-0.2, top=[("ne", -0.2), (" Positive", -1.9), ("n", -4.0)])
-    assert label_scores_from_logprobs([nl, label], words) == ([-0.2, -1.9], label.top)
+    # The path "\n" + "ne" (cut off) starts only "negative": -0.1 + -0.2; the alternative "n" adds
+    # -0.1 + -4.0 (another token sequence); " Positive" at the second position: -0.1 + -1.9.
+    scores, top = label_scores_from_logprobs([nl, label], words)
+    assert scores == pytest.approx([math.log(math.exp(-0.3) + math.exp(-4.1)), -2.0]) and top == label.top
     # The first real token ends the search: "The sentiment is positive" has no label alternatives up front.
     the = TokenLogprob(token="The", logprob=-0.1, top=[("The", -0.1), ("A", -3.0)])
     assert label_scores_from_logprobs([the, label], words) == ([None, None], the.top)

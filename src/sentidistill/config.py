@@ -41,6 +41,8 @@ class TeacherConfig(_Section):
     n_ctx: int = Field(4096, ge=256, description="Context length (llamacpp).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp); default: all cores.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options passed through.")
+    reasoning_params: bool | None = Field(None, description="kind=openai: OpenAI reasoning-model request shape (o1/o3/o4-mini, gpt-5...): send max_completion_tokens instead of max_tokens and leave out temperature/top_p. None = on for model names of those families, off otherwise.")
+    reasoning_tokens: int = Field(0, ge=0, description="Tokens added to every request's max_tokens: room for a reasoning model's thinking before its answer (e.g. 2048); part of the cache key.")
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> TeacherConfig:
@@ -281,7 +283,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        from sentidistill.data.readers import read_text_file
+
+        raw = yaml.safe_load(read_text_file(path)) or {}  # strict decoding: a bad byte names its line
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -89,7 +89,7 @@ def quickstart_command(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the public data sets (default: $SENTIDISTILL_DATA_DIR or ../shared/data)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Parent folder of the run directory."),
     teacher: str = typer.Option("builtin:qwen2.5-coder-0.5b", "--teacher", help="GGUF teacher: builtin:qwen2.5-coder-0.5b (fast, weak) or builtin:qwen2.5-coder-1.5b (stronger, ~3x slower), or a .gguf path."),
-    replay_knowledge: bool = typer.Option(True, "--replay-knowledge/--no-replay-knowledge", help="Use the 500 released Mixtral-8x7B analyses (in the data dir) for KnowDist instead of the local teacher."),
+    replay_knowledge: bool = typer.Option(True, "--replay-knowledge/--no-replay-knowledge", help="With KnowDist switched on (--set knowdist.enabled=true): use the 500 released Mixtral-8x7B analyses (in the data dir) instead of the local teacher."),
     set_: list[str] = typer.Option([], "--set", help="Override any config field, e.g. --set bench.limit=50."),
 ) -> None:
     """The built-in default: the whole pipeline at small scale on CPU, offline, in minutes.
@@ -107,16 +107,18 @@ def quickstart_command(
     raw["data_dir"] = str(Path(data_dir).resolve())
     raw["runs_dir"] = str(runs_dir)
     raw["teacher"]["model"] = teacher
-    sample = Path(data_dir) / "fsa" / "teacher_sample" / "mixtral_yelp_500.jsonl"
-    if replay_knowledge and sample.exists():
-        raw["knowdist"]["replay_path"] = str(sample.resolve())
-        raw["knowdist"]["reviews"]["limit"] = 500
-    for key, value in _parse_set(set_).items():
+    overrides = _parse_set(set_)
+    for key, value in overrides.items():
         node = raw
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
+    sample = Path(data_dir) / "fsa" / "teacher_sample" / "mixtral_yelp_500.jsonl"
+    if replay_knowledge and sample.exists() and raw.get("knowdist", {}).get("enabled", True):
+        # KnowDist switched on (--set knowdist.enabled=true): replay the released Mixtral analyses.
+        raw["knowdist"].setdefault("replay_path", str(sample.resolve()))
+        raw["knowdist"].setdefault("reviews", {}).setdefault("limit", 500)
     _run(validate_config(raw, "quickstart"))
 
 

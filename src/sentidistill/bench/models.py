@@ -51,7 +51,11 @@ class HFModelAdapter:
     """A seq2seq or causal LM from :func:`sentidistill.modeling.load_model` (or an already loaded one).
 
     ``loglikelihood`` sums the log-probabilities of the whole continuation; ``first_token=True`` scores
-    only its first token, as the SentiBench reference code does.
+    only its first token, as the SentiBench reference code does. In :meth:`choose`, labels whose words
+    share their first token (SST-5's ``very negative`` / ``very positive``) would tie there, so each label
+    is scored up to its first token that no other label shares; and when one label word is a prefix of
+    another (``negative`` / ``negative-ish``), every label is scored with the end of the answer after it
+    (the end-of-sequence token, or a newline for plain causal prompts), else the shorter one always wins.
     """
 
     def __init__(
@@ -120,29 +124,38 @@ class HFModelAdapter:
         return list(self.tok(text, add_special_tokens=special)["input_ids"])
 
     # -- scoring ---------------------------------------------------------------------------------------
-    def loglikelihood(self, prompts: list[Prompt], continuations: list[str]) -> list[float]:
-        """log P(continuation | prompt) for each pair (summed over tokens, or the first token only)."""
+    def loglikelihood(self, prompts: list[Prompt], continuations: list[str],
+                      n_tokens: list[int] | None = None) -> list[float]:
+        """log P(continuation | prompt) for each pair (natural log, summed over its tokens).
+
+        ``n_tokens``: per pair, how many of the continuation's first tokens are scored; default: all, or
+        1 with ``first_token``."""
         import torch
 
-        if len(prompts) != len(continuations):
-            raise ValueError("one continuation per prompt")
+        if len(prompts) != len(continuations) or (n_tokens is not None and len(n_tokens) != len(prompts)):
+            raise ValueError("one continuation (and one n_tokens) per prompt")
+        if n_tokens is None:
+            n_tokens = [1 if self.first_token else 1 << 30] * len(prompts)
         out: list[float] = []
         with torch.inference_mode():
             for i in range(0, len(prompts), self.batch_size):
                 ps = [self._render(p) for p in prompts[i : i + self.batch_size]]
                 cs = continuations[i : i + self.batch_size]
-                out.extend(self._ll_causal(ps, cs) if self.kind == "causal" else self._ll_seq2seq(ps, cs))
+                ns = n_tokens[i : i + self.batch_size]
+                out.extend(self._ll_causal(ps, cs, ns) if self.kind == "causal" else self._ll_seq2seq(ps, cs, ns))
         return out
 
-    def _ll_causal(self, prompts: list[str], conts: list[str]) -> list[float]:
+    def _cont_ids(self, continuation: str) -> list[int]:
+        """The continuation's token ids as :meth:`loglikelihood` scores them."""
+        return self._encode(continuation if self.kind == "causal" else continuation.strip(), False)
+
+    def _ll_causal(self, prompts: list[str], conts: list[str], n_tokens: list[int]) -> list[float]:
         import torch
 
         seqs, n_cont = [], []
-        for p, c in zip(prompts, conts, strict=True):
+        for p, c, n in zip(prompts, conts, n_tokens, strict=True):
             ctx = self._encode(p, True)
-            cont = self._encode(c, False)
-            if self.first_token:
-                cont = cont[:1]
+            cont = self._cont_ids(c)[:n]
             ctx = ctx[-max(1, self.max_length - len(cont)) :]  # keep the end of the prompt (the query)
             seqs.append(ctx + cont)
             n_cont.append(len(cont))
@@ -167,17 +180,14 @@ class HFModelAdapter:
             scores.append(float(rows.gather(-1, targets.unsqueeze(-1)).sum()))
         return scores
 
-    def _ll_seq2seq(self, prompts: list[str], conts: list[str]) -> list[float]:
+    def _ll_seq2seq(self, prompts: list[str], conts: list[str], n_tokens: list[int]) -> list[float]:
         import torch
 
         old_side = self.tok.truncation_side
         self.tok.truncation_side = "left"  # keep the query, drop the oldest demonstrations
         enc = self.tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
         self.tok.truncation_side = old_side
-        labels_list = []
-        for c in conts:
-            ids = self._encode(c.strip(), False)
-            labels_list.append(ids[:1] if self.first_token else ids)
+        labels_list = [self._cont_ids(c)[:n] for c, n in zip(conts, n_tokens, strict=True)]
         width = max(len(x) for x in labels_list)
         labels = torch.tensor([x + [-100] * (width - len(x)) for x in labels_list])
         dev = self.lm.device
@@ -188,13 +198,36 @@ class HFModelAdapter:
         tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * (labels != -100).to(dev)
         return [float(x) for x in tok_lp.sum(-1)]
 
+    def label_continuations(self, words: list[str]) -> tuple[list[str], list[int]]:
+        """The text scored for each label word and how many of its tokens are scored (see the class doc)."""
+        sep = " " if self.kind == "causal" and self.prompt_style == "plain" else ""
+        folded = [w.strip().casefold() for w in words]
+        nested = any(a != b and b.startswith(a) for a in folded for b in folded)
+        end = ""
+        if nested:  # "negative" vs "negative-ish": score the end of the answer too
+            end = "\n" if self.kind == "causal" and self.prompt_style == "plain" else (self.tok.eos_token or "")
+        conts = [sep + w + end for w in words]
+        ids = [self._cont_ids(c) for c in conts]
+        if not self.first_token:
+            return conts, [len(x) for x in ids]
+        lengths = []
+        for j, a in enumerate(ids):
+            shared = 0
+            for k, b in enumerate(ids):
+                if k != j:
+                    m = 0
+                    while m < min(len(a), len(b)) and a[m] == b[m]:
+                        m += 1
+                    shared = max(shared, m)
+            lengths.append(max(1, min(len(a), shared + 1)))  # up to the first token no other label shares
+        return conts, lengths
+
     def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
                rows: list[dict[str, Any]] | None = None) -> list[Answer]:
         """Arg-max over the label words' log-likelihood (ties: the first label)."""
-        sep = " " if self.kind == "causal" and self.prompt_style == "plain" else ""
+        conts, lengths = self.label_continuations(words)
         flat_p = [p for p in prompts for _ in words]
-        flat_c = [sep + w for _ in prompts for w in words]
-        ll = self.loglikelihood(flat_p, flat_c)
+        ll = self.loglikelihood(flat_p, conts * len(prompts), lengths * len(prompts))
         answers = []
         for i in range(len(prompts)):
             scores = ll[i * len(words) : (i + 1) * len(words)]
@@ -241,9 +274,10 @@ class TeacherAdapter:
     """Any teacher from :func:`sentidistill.teacher.build_teacher` (endpoint, llama.cpp, replay...).
 
     Restricted-label scoring generates a short answer with the top-k log-probabilities of each token and
-    picks the best label among the alternatives at the answer's first content token (see
-    :func:`first_token_label_scores`); when none of them identifies a label (a chat model that starts
-    "The sentiment is ...", or a backend without log-probabilities) the generated text is parsed instead.
+    picks the best label read from the generated tokens and their alternatives (see
+    :func:`label_scores_from_logprobs`; labels sharing a first token are told apart by the next ones);
+    when none is read (a chat model that starts "The sentiment is ...", a reasoning model that thinks
+    first, or a backend without log-probabilities) the generated text is parsed instead.
 
     A benchmark scores the model's first answer: while the adapter asks, the teacher's repair re-asks are
     off (an empty answer is scored as unparseable, not replaced by a second try). The adapter owns the
@@ -456,41 +490,33 @@ class ClassifierAdapter:
 def label_scores_from_logprobs(logprobs: list[Any], words: list[str]) -> tuple[list[float | None], list[tuple[str, float]]]:
     """Label scores from a generated answer's per-token top-k (``TeacherResponse.logprobs``).
 
-    The scores come from the first position whose alternatives identify a label; positions whose
-    generated token is only whitespace (chat models often open with a newline) are looked through, the
-    first real token ends the search. Returns the scores and the alternatives they were read from.
+    The scores are :func:`sentidistill.teacher.label_scores.label_logprobs_from_top_logprobs` (the
+    generated path is walked, so labels that share their first token, SST-5's ``very positive`` and
+    ``very negative``, are told apart by the tokens after it). Returns the scores and, for the
+    predictions file, the alternatives at the answer's first non-whitespace token.
     """
-    first_top: list[tuple[str, float]] = []
-    for i, tl in enumerate(logprobs):
-        top = [(str(t), float(lp)) for t, lp in (tl.top or [])]
-        if i == 0:
-            first_top = top
-        scores = first_token_label_scores(top, words)
-        if any(s is not None for s in scores):
-            return scores, top
+    from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
+
+    shown: list[tuple[str, float]] = []
+    for tl in logprobs:
+        shown = [(str(t), float(lp)) for t, lp in (tl.top or [])]
         if str(tl.token).strip():
             break
-    return [None] * len(words), first_top
+    return label_logprobs_from_top_logprobs(logprobs, words), shown
 
 
 def first_token_label_scores(top: list[tuple[str, float]] | list[list[Any]], words: list[str]) -> list[float | None]:
-    """Per label word, the best log-probability among first-token alternatives that start it.
+    """Per label word, the log-probability read from one position's alternatives alone (no generated path).
 
-    An alternative counts for a word when, stripped and lower-cased, it is a non-empty prefix of that word
-    and of no other word (``"non"`` identifies ``non-irony``; a token shared by two labels identifies none).
+    An alternative counts for a word when, stripped and case-folded, it completes that word or starts it
+    and no other (``"non"`` identifies ``non-irony``; ``"very"``, shared by ``very negative`` and
+    ``very positive``, identifies neither); several alternatives for one word add up (log-sum-exp).
     """
-    lowered = [w.strip().lower() for w in words]
-    best: list[float | None] = [None] * len(words)
-    for tok, lp in top:
-        t = str(tok).strip().lower()
-        if not t:
-            continue
-        owners = [j for j, w in enumerate(lowered) if w.startswith(t)]
-        if len(owners) == 1:
-            j = owners[0]
-            if best[j] is None or lp > best[j]:
-                best[j] = float(lp)
-    return best
+    from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
+    from sentidistill.teacher.types import TokenLogprob
+
+    position = TokenLogprob(token="", logprob=0.0, top=[(str(t), float(lp)) for t, lp in top])
+    return label_logprobs_from_top_logprobs([position], words)
 
 
 # -- replay ---------------------------------------------------------------------------------------------

@@ -6,7 +6,13 @@ while ``"I am not sure"`` does not. At one position the longest form wins (``non
 ``irony``), and a form must stand as a whole word (``irony`` inside ``non-irony`` does not count).
 
 Fine-grained: the first bracketed list that :func:`ast.literal_eval` (or JSON) accepts, tolerant of
-prose around it; answers cut off mid-list keep their complete tuples.
+prose around it; a list whose strings hold unescaped quotes (``('chef's special', 'positive')``) is read
+by :func:`sentidistill.utils.answers.read_python_list`; answers cut off mid-list keep their complete
+tuples. A complete list that cannot be read at all makes the answer unreadable (``None``): its tuples are
+never picked out one by one, which would silently shorten it.
+
+Both parsers read only the answer part of a reasoning model's output: a ``<think>...</think>`` block is
+split off first (:func:`sentidistill.utils.answers.split_reasoning`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from sentidistill.utils.answers import answer_text, read_python_list
 
 _SPACE = re.compile(r"\s+")
 # Characters that carry no label information; hyphens stay (non-irony) and so does '#' (FOOD#QUALITY).
@@ -61,7 +69,8 @@ class LabelParser:
         self._pattern = re.compile(rf"(?<![\w#-])(?:{alternation})(?![\w#-])")
 
     def __call__(self, text: str | None) -> str | None:
-        if not text or not text.strip():
+        text = answer_text(text)  # a word inside a <think> block is not the answer
+        if not text:
             return None
         # Prefer what follows an explicit cue ("Label: x"), else read the whole answer.
         cue = _ANSWER_CUE.search(text)
@@ -117,7 +126,18 @@ def _literal(chunk: str) -> Any:
     ascii_chunk = chunk.translate(str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"}))
     if ascii_chunk != chunk:
         return _literal(ascii_chunk)
-    return _FAIL
+    # Unescaped quotes inside strings: [('chef's special', 'positive')].
+    try:
+        return _Repaired(read_python_list(chunk))
+    except ValueError:
+        return _FAIL
+
+
+class _Repaired:
+    """A value read by the quote-repairing reader: every element must then have the right shape."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 _FAIL = object()
@@ -138,31 +158,77 @@ def parse_tuples(
 ) -> list[tuple[str, ...]] | None:
     """The first bracketed list of ``arity``-tuples in ``text``; ``[]`` is a valid (empty) answer.
 
-    Accepts Python tuples/lists, JSON arrays and JSON objects keyed by ``field_names``. Elements of the
-    wrong shape are dropped. If no complete list parses (e.g. generation stopped mid-list), the complete
-    ``(...)`` tuples found are returned; if there are none, ``None``.
+    Accepts Python tuples/lists (also with unescaped quotes inside strings), JSON arrays and JSON objects
+    keyed by ``field_names``. Elements of the wrong shape are dropped. If the list was cut off (an
+    opening ``[`` never closed: generation stopped mid-list), the complete tuples before the cut are
+    returned; with no brackets at all, the ``(...)`` tuples found. A closed list that cannot be read gives
+    ``None`` (unreadable), never a part of its tuples. A ``<think>`` block is ignored.
     """
-    if not text or not text.strip():
+    text = answer_text(text)
+    if not text:
         return None
-    for start, end in _balanced_spans(text):
+    spans = list(_balanced_spans(text))
+    for start, end in spans:
         value = _literal(text[start:end])
+        repaired = isinstance(value, _Repaired)
+        value = value.value if isinstance(value, _Repaired) else value
         if value is _FAIL or not isinstance(value, list):
             continue
-        if value and arity > 1 and all(isinstance(v, str) for v in value) and len(value) == arity:
-            value = [value]  # one flat tuple written as a list: ['pizza', 'positive']
-        out = []
-        for item in value:
-            t = _as_tuple(item if arity > 1 or not isinstance(item, str) else [item], arity, field_names)
-            if t is not None:
-                out.append(t)
+        out = _shape(value, arity, field_names, strict=repaired)
+        if out is None:
+            return None  # quotes could not be recovered consistently: unreadable, not shortened
         if out or not value:
             return out
-    # Salvage: complete parenthesised tuples anywhere (truncated lists, tuples without brackets).
+    last_end = spans[-1][1] if spans else 0
+    opened = text.find("[", last_end)
+    if opened >= 0:
+        # Salvage a list cut off mid-way: the longest prefix ending at a ')' that reads once closed.
+        return _read_cut_list(text, opened, arity, field_names)
+    if spans:
+        return None  # a complete list was there and could not be read: do not pick tuples out of it
+    # No brackets at all: complete parenthesised tuples anywhere (read with quote repair).
+    first = text.find("(")
+    if first >= 0:
+        salvaged = _read_cut_list(text, first, arity, field_names, opener="[")
+        if salvaged:
+            return salvaged
     out = []
     for m in re.finditer(r"\((?:[^()'\"]|'[^']*'|\"[^\"]*\")*\)", text):
         value = _literal(m.group(0))
+        value = value.value if isinstance(value, _Repaired) else value
         if value is not _FAIL:
             t = _as_tuple(value, arity, field_names)
             if t is not None:
                 out.append(t)
     return out or None
+
+
+def _shape(value: list[Any], arity: int, field_names: Sequence[str] | None,
+           strict: bool = False) -> list[tuple[str, ...]] | None:
+    """The ``arity``-tuples of ``value``; others are dropped, or, with ``strict``, make the result None."""
+    if value and arity > 1 and all(isinstance(v, str) for v in value) and len(value) == arity:
+        value = [value]  # one flat tuple written as a list: ['pizza', 'positive']
+    out = []
+    for item in value:
+        t = _as_tuple(item if arity > 1 or not isinstance(item, str) else [item], arity, field_names)
+        if t is not None:
+            out.append(t)
+        elif strict:
+            return None
+    return out
+
+
+def _read_cut_list(text: str, start: int, arity: int, field_names: Sequence[str] | None,
+                   opener: str = "") -> list[tuple[str, ...]] | None:
+    """Tuples of the longest ``text[start:p+1]`` (``p`` at a ``)``) that reads as a list once closed."""
+    body = opener + text[start:]
+    closes = [i for i, c in enumerate(body) if c == ")"]
+    for p in reversed(closes):
+        chunk = body[: p + 1] + "]"
+        value = _literal(chunk)
+        repaired = isinstance(value, _Repaired)
+        value = value.value if isinstance(value, _Repaired) else value
+        if value is _FAIL or not isinstance(value, list):
+            continue
+        return _shape(value, arity, field_names, strict=repaired) or None
+    return None

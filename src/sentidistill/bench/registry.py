@@ -20,7 +20,9 @@ def load_task_file(path: str | Path) -> Task:
     if not path.is_file():
         raise InputError("task file not found", path=path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from sentidistill.data.readers import read_text_file
+
+        raw = yaml.safe_load(read_text_file(path))  # strict decoding: a bad byte names its line
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path,

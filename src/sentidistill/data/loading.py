@@ -62,7 +62,9 @@ def load_records(
     """Read ``path`` (relative to ``data_dir``) in format ``fmt``; ``split`` matters for tweeteval and hf.
 
     Options: ``label_names`` (label_lines), ``text_field``/``label_field`` (tables, hf), ``mapping_path``
-    (tweeteval).
+    (tweeteval), ``encoding`` (tables: a Python codec name; default UTF-8 or what a byte-order mark says),
+    ``quoting`` (csv/tsv: ``none`` = quotes are text, the .tsv default; ``csv`` = RFC 4180 quoting, the
+    .csv default).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown data format '{fmt}'", field="format", expected=" | ".join(FORMATS))
@@ -83,7 +85,8 @@ def load_records(
     if fmt == "teacher_sample":
         return readers.read_teacher_sample(p, **kw)
     return readers.read_table(p, text_field=options.get("text_field", "text"),
-                              label_field=options.get("label_field"), **kw)
+                              label_field=options.get("label_field"), encoding=options.get("encoding"),
+                              quoting=options.get("quoting"), **kw)
 
 
 def seeded_split(

@@ -5,12 +5,25 @@ other fields depend on the format (``label``, ``target``, ``aspects``, ``quads``
 ``triplets``, ``id``...). Bad rows raise :class:`~sentidistill.errors.InputError` naming the file, the
 line (for JSON lists: the item index) and the field; with ``skip_bad=True`` they are skipped and
 counted in ``stats["skipped"]`` instead, so nothing is lost silently.
+
+Every record is read as written or the reader stops with an error naming the file and the line:
+
+- Text is decoded strictly (:func:`read_text_file`): UTF-8, or the encoding a byte-order mark names
+  (UTF-8/16/32), or an explicit ``encoding``; a byte that does not decode is an error naming its line and
+  column (never replaced, never dropped).
+- Records are split on ``\n`` only (``\r\n`` is fine): a tweet holding U+2028 or U+0085 stays one record.
+- TSV: one record per line, fields split on tabs, quote characters are text (a tweet may begin with
+  ``"``); ``quoting="csv"`` reads CSV-style quoted TSV instead. CSV: RFC 4180 quoting, read strictly (a
+  quote that does not close where a field ends is an error, not a merge of the rows after it). In both, a
+  record with more or fewer fields than the header is an error.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -79,11 +92,52 @@ def _text(obj: dict, field: str) -> str:
     return value
 
 
-def _read_json_list(path: Path) -> list[Any]:
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def read_text_file(path: str | Path, encoding: str | None = None) -> str:
+    """The text of ``path``, decoded strictly.
+
+    ``encoding=None``: the encoding a byte-order mark names (UTF-8, UTF-16, UTF-32; the mark is removed),
+    else UTF-8. Raises :class:`InputError` naming the file, the line and the column of the first byte that
+    does not decode (with a hint: pass ``encoding``, e.g. ``cp1252``), or saying that a file full of NUL
+    bytes is UTF-16/32 without a byte-order mark.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if encoding is None:
+        encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+        if encoding is None:
+            if raw[:4096].count(0) > len(raw[:4096]) // 8:
+                raise InputError("the file looks like UTF-16 or UTF-32 text without a byte-order mark", path=path,
+                                 expected="UTF-8 text, or pass encoding='utf-16-le' (or the file's encoding)")
+            encoding = "utf-8"
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        return raw.decode(encoding)
+    except LookupError:
+        raise InputError(f"unknown encoding '{encoding}'", path=path, field="encoding",
+                         expected="a Python codec name such as utf-8, cp1252, latin-1, utf-16") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc})", path=path) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = raw[exc.start : exc.end].hex(" ")
+        raise InputError(
+            f"not {encoding} text: byte(s) {bad} at column {col} do not decode ({exc.reason})", path=path,
+            line=line, expected=f"{encoding} text, or pass encoding= the file's encoding (e.g. cp1252, latin-1)",
+        ) from None
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) split on ``\n`` only, ``\r`` before it removed."""
+    return [(i, ln[:-1] if ln.endswith("\r") else ln) for i, ln in enumerate(text.split("\n"), start=1)]
+
+
+def _read_json_list(path: Path, encoding: str | None = None) -> list[Any]:
+    try:
+        data = json.loads(read_text_file(path, encoding))
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
     if not isinstance(data, list):
@@ -206,7 +260,7 @@ read_fsa_json = read_sentibench_json
 def read_tweeteval_mapping(path: str | Path) -> dict[int, str]:
     path = _need_file(path)
     mapping: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for lineno, line in _lines(read_text_file(path)):
         if not line.strip():
             continue
         parts = line.strip().split("\t") if "\t" in line else line.strip().split(maxsplit=1)
@@ -238,8 +292,8 @@ def read_tweeteval(
             mapping_path = folder.parent / "mapping.txt"
     mapping = read_tweeteval_mapping(mapping_path)
     # Split on "\n" only: tweets may hold other Unicode line separators that str.splitlines would cut.
-    texts = text_path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
-    labels = label_path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+    texts = read_text_file(text_path).rstrip("\n").split("\n")
+    labels = read_text_file(label_path).rstrip("\n").split("\n")
     if len(texts) != len(labels):
         raise InputError(f"{len(texts)} texts but {len(labels)} labels", path=label_path,
                          expected=f"one label per line of {text_path.name}")
@@ -276,8 +330,11 @@ def read_label_lines(
     raw = path.read_bytes()
     try:
         content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        # rt-polarity was published in Windows-1252/Latin-1; decode it rather than fail the whole file.
+    except UnicodeDecodeError as exc:
+        # rt-polarity was published in Windows-1252/Latin-1; decode it rather than fail the whole file,
+        # but say so (every non-ASCII character of the file is read as Latin-1).
+        log.warning("%s: not UTF-8 (first bad byte on line %d); read as Latin-1", path,
+                    raw.count(b"\n", 0, exc.start) + 1)
         content = raw.decode("latin-1")
     names = {str(k): v for k, v in (label_names or {}).items()}
 
@@ -338,8 +395,7 @@ def read_aste(path: str | Path, *, skip_bad: bool = False, stats: Stats | None =
             )
         return {"text": sentence.strip(), "triplets": out}
 
-    content = path.read_text(encoding="utf-8-sig")
-    rows = [(i, line) for i, line in enumerate(content.split("\n"), start=1) if line.strip()]
+    rows = [(i, line) for i, line in _lines(read_text_file(path)) if line.strip()]
     return _convert(rows, conv, path, skip_bad=skip_bad, stats=stats)
 
 
@@ -370,21 +426,66 @@ def read_teacher_sample(path: str | Path, *, skip_bad: bool = False, stats: Stat
     return _convert(rows, conv, path, skip_bad=skip_bad, stats=stats)
 
 
-def _jsonl_rows(path: Path, *, skip_bad: bool, stats: Stats | None) -> list[tuple[int, Any]]:
+def _jsonl_rows(path: Path, *, skip_bad: bool, stats: Stats | None,
+                encoding: str | None = None) -> list[tuple[int, Any]]:
     """(line number, object) pairs of a JSON-lines file; a line that is not JSON raises or is skipped."""
     out: list[tuple[int, Any]] = []
-    with path.open("r", encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    for lineno, line in _lines(read_text_file(path, encoding)):
+        if not line.strip():
+            continue
+        try:
+            out.append((lineno, json.loads(line)))
+        except ValueError as exc:
+            if skip_bad:
+                _skip(stats)
                 continue
-            try:
-                out.append((lineno, json.loads(line)))
-            except ValueError as exc:
-                if skip_bad:
-                    _skip(stats)
-                    continue
-                raise InputError(f"not valid JSON ({exc})", path=path, line=lineno,
-                                 expected="one JSON object per line") from None
+            raise InputError(f"not valid JSON ({exc})", path=path, line=lineno,
+                             expected="one JSON object per line") from None
+    return out
+
+
+def _delimited_rows(path: Path, delimiter: str, quoting: str, encoding: str | None,
+                    text_field: str) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) of a CSV/TSV file with a header line (see the module doc)."""
+    text = read_text_file(path, encoding)
+    kind = "tab" if delimiter == "\t" else "comma"
+    records: list[tuple[int, list[str]]] = []
+    if quoting == "none":
+        records = [(i, ln.split(delimiter)) for i, ln in _lines(text) if ln.strip()]
+    elif quoting == "csv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        start = 1
+        try:
+            for fields in reader:
+                if any(f.strip() for f in fields):
+                    records.append((start, fields))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise InputError(
+                f"unreadable {kind}-separated record starting on line {start} ({exc}): a quote character opens a "
+                f"field that does not close where the field ends", path=path, line=start,
+                expected="quoted fields closed before the next delimiter"
+                + ("; if quotes are plain text in this file, pass quoting='none'" if kind == "tab" else
+                   "; a field holding quotes must be quoted with the quotes doubled (\"she said \"\"hi\"\"\")"),
+            ) from None
+    else:
+        raise InputError("unknown quoting", field="quoting", expected="'none' or 'csv'", got=quoting)
+    if not records:
+        raise InputError("empty file: no header line", path=path, expected=f"a header naming the columns ({text_field}, ...)")
+    header_line, header = records[0]
+    header = [h.strip() for h in header]
+    if text_field not in header:
+        raise InputError("text column not found", path=path, line=header_line, field=text_field,
+                         expected=f"one of the columns {header}")
+    out = []
+    for lineno, fields in records[1:]:
+        if len(fields) != len(header):
+            hint = ("; a field holding a tab or a line break must be quoted, pass quoting='csv'" if kind == "tab"
+                    and quoting == "none" else "; a field holding a comma must be quoted (\"a, b\")")
+            raise InputError(f"{len(fields)} {kind}-separated fields, but the header has {len(header)}{hint}",
+                             path=path, line=lineno, expected=f"the columns {header}",
+                             got=delimiter.join(fields)[:80])
+        out.append((lineno, dict(zip(header, fields, strict=True))))
     return out
 
 
@@ -396,22 +497,23 @@ def read_table(
     keep_fields: bool = True,
     skip_bad: bool = False,
     stats: Stats | None = None,
+    encoding: str | None = None,
+    quoting: str | None = None,
 ) -> list[Record]:
-    """A user's JSONL, CSV/TSV or Parquet file. ``text_field`` (and ``label_field``) name the columns."""
+    """A user's JSONL, CSV/TSV or Parquet file. ``text_field`` (and ``label_field``) name the columns.
+
+    ``encoding``: the text encoding (default: UTF-8, or what a byte-order mark says). ``quoting``:
+    ``"none"`` (the default for .tsv: fields split on tabs, quotes are text) or ``"csv"`` (the default for
+    .csv: RFC 4180 quoted fields). See the module doc for what is an error."""
     path = _need_file(path)
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson"}:
-        rows: list[tuple[int, Any]] = _jsonl_rows(path, skip_bad=skip_bad, stats=stats)
+        rows: list[tuple[int, Any]] = _jsonl_rows(path, skip_bad=skip_bad, stats=stats, encoding=encoding)
     elif suffix == ".json":
-        rows = list(enumerate(_read_json_list(path)))
+        rows = list(enumerate(_read_json_list(path, encoding)))
     elif suffix in {".csv", ".tsv"}:
-        with path.open("r", encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames is None or text_field not in reader.fieldnames:
-                raise InputError("text column not found", path=path, field=text_field,
-                                 expected=f"one of the columns {reader.fieldnames}")
-            # DictReader's line_num counts physical lines, which is what an editor shows.
-            rows = [(reader.line_num, r) for r in reader]
+        default = "none" if suffix == ".tsv" else "csv"
+        rows = _delimited_rows(path, "\t" if suffix == ".tsv" else ",", quoting or default, encoding, text_field)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -23,6 +23,8 @@ CORPUS_SCHEMA = pa.schema([
     ("teacher_logprobs", pa.string()),
     ("gold", pa.string()),
     ("example_id", pa.string()),
+    # A reasoning teacher's thinking (its <think> block or reasoning_content), kept apart: never a target.
+    ("reasoning", pa.string()),
 ])
 
 
@@ -40,6 +42,8 @@ class CorpusStats:
     # Rows kept with a canonical label instead of the teacher's prose: their log-probs no longer describe
     # the target, so they train at sequence level only.
     logprobs_dropped: int = 0
+    # Teacher answers that came with a thinking block (split off; kept in the ``reasoning`` column).
+    with_reasoning: int = 0
     teacher: dict[str, float] = field(default_factory=dict)
 
     def count(self, bucket: dict[str, int], key: str, n: int = 1) -> None:

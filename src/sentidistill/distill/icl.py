@@ -22,6 +22,7 @@ from sentidistill.config import ICLDistConfig
 from sentidistill.distill.corpus import CorpusStats, write_corpus
 from sentidistill.errors import BudgetExceeded, InputError
 from sentidistill.prompts import Template
+from sentidistill.utils.answers import split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -186,24 +187,31 @@ def build_icl_corpus(
             continue
         _, resp = pair
         stats.count(stats.by_status, resp.status)
-        if resp.status in ("error", "missing") or not resp.text.strip():
-            stats.count(stats.dropped, "error")
+        # A reasoning teacher's thinking is split off: the student learns the answer, the corpus keeps both.
+        reasoning, answer = split_reasoning(resp.text)
+        reasoning = resp.reasoning if resp.reasoning is not None else reasoning
+        if resp.status in ("error", "missing", "truncated") or not answer:
+            stats.count(stats.dropped, "truncated" if resp.status == "truncated" else "error")
             continue
         if resp.status == "invalid" and cfg.filter_invalid:
             stats.count(stats.dropped, "invalid")
             continue
-        target = resp.text.strip()
+        stats.with_reasoning += reasoning is not None
+        target = answer
         if isinstance(resp.parsed, str) and resp.status in ("valid", "repaired"):
             # Chat teachers wrap labels in prose ("The sentiment is positive."): the student learns the
             # canonical label word, as the bench scores it.
             target = resp.parsed
         logprobs = None
+        # The log-probs cover the whole reply (a thinking block included): they describe the target only
+        # when the reply is exactly the target.
         if resp.logprobs and target == resp.text.strip():
             logprobs = json.dumps([t.model_dump(mode="json") for t in resp.logprobs], ensure_ascii=False)
         elif resp.logprobs:
             # The log-probs describe the prose, not the label we train on: sequence-level KD only.
             stats.logprobs_dropped += 1
-        rows.append({**base, "target": target, "status": resp.status, "teacher_logprobs": logprobs})
+        rows.append({**base, "target": target, "status": resp.status, "teacher_logprobs": logprobs,
+                     "reasoning": reasoning})
         stats.count(stats.by_task, p.task)
     stats.teacher = dict(getattr(teacher, "stats", {}) or {})
     if not rows:

@@ -16,6 +16,7 @@ from typing import Any
 from sentidistill.config import KnowDistConfig
 from sentidistill.distill.corpus import CorpusStats, write_corpus
 from sentidistill.errors import BudgetExceeded, InputError
+from sentidistill.utils.answers import split_reasoning
 from sentidistill.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,21 @@ def build_knowdist_corpus(
         if resp.status in _NO_ANSWER:
             stats.count(stats.dropped, "error")
             continue
-        if resp.status == "invalid" or not resp.text.strip():
+        # The student learns the analysis, not a reasoning teacher's thinking (kept in its own column).
+        reasoning, answer = split_reasoning(resp.text)
+        reasoning = resp.reasoning if resp.reasoning is not None else reasoning
+        if resp.status == "truncated":
+            stats.count(stats.dropped, "truncated")
+            continue
+        if resp.status == "invalid" or not answer:
             stats.count(stats.dropped, "invalid")
             continue
+        stats.with_reasoning += reasoning is not None
         rows.append({
-            "source": student_source(ptype, review), "target": resp.text.strip(), "task": f"knowdist.{ptype}",
+            "source": student_source(ptype, review), "target": answer, "task": f"knowdist.{ptype}",
             "prompt_id": req.prompt_id, "prompt_version": req.prompt_version, "status": resp.status,
             "teacher_logprobs": None, "gold": None, "example_id": f"{_review_id(review)}:{ptype}",
+            "reasoning": reasoning,
         })
         stats.count(stats.by_task, f"knowdist.{ptype}")
     if len(responses) < len(requests):
@@ -112,7 +121,8 @@ def _from_replay(cfg: KnowDistConfig, out_path: str | Path) -> CorpusStats:
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
     for rec in records:
-        text, analysis = rec["text"].strip(), (rec.get("analysis") or "").strip()
+        text = rec["text"].strip()
+        reasoning, analysis = split_reasoning(rec.get("analysis") or "")
         key = normalise_text(text)
         if key in seen:
             stats.count(stats.dropped, "duplicates")
@@ -131,6 +141,7 @@ def _from_replay(cfg: KnowDistConfig, out_path: str | Path) -> CorpusStats:
                 "source": student_source("replay", text), "target": analysis, "task": "knowdist.replay",
                 "prompt_id": f"replay:{path.name}", "prompt_version": "1", "status": "unchecked",
                 "teacher_logprobs": None, "gold": rec.get("label"), "example_id": rec.get("id") or _review_id(text),
+                "reasoning": reasoning,
             })
     stats.requests = 0
     stats.count(stats.by_status, "unchecked", len(rows))

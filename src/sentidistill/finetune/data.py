@@ -116,10 +116,10 @@ def read_fsa_file(path: str | Path, task: Task, split: str = "test") -> list[FSA
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path=path)
+    from sentidistill.data.readers import read_text_file
+
     try:
-        items = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=path) from None
+        items = json.loads(read_text_file(path))  # strict: a byte that does not decode names its line
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
                          expected="a JSON list of sentence objects") from None

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sentidistill.errors import InputError
+from sentidistill.utils.answers import answer_text
 from sentidistill.utils.io import atomic_write_json, read_jsonl, write_jsonl
 
 POSITIVE = {
@@ -83,8 +84,11 @@ def _hits(text: str) -> tuple[float, float, bool, bool]:
 
 
 def overall_polarity(text: str | None) -> str | None:
-    """positive | negative | neutral from an analysis text (rule in the module docstring); None if empty."""
-    if not text or not text.strip():
+    """positive | negative | neutral from an analysis text (rule in the module docstring); None if empty.
+
+    A reasoning model's ``<think>`` block is not part of the analysis and is ignored."""
+    text = answer_text(text)
+    if not text:
         return None
     m = _EXPLICIT.search(text)
     if m:
@@ -100,8 +104,9 @@ def overall_polarity(text: str | None) -> str | None:
 
 
 def star_rating(text: str | None) -> int | None:
-    """1-5 stars from an analysis text (rule in the module docstring); None if empty."""
-    if not text or not text.strip():
+    """1-5 stars from an analysis text (rule in the module docstring); None if empty (``<think>`` ignored)."""
+    text = answer_text(text)
+    if not text:
         return None
     v = _VERDICT.search(text)
     if v:
@@ -164,7 +169,9 @@ def load_zero_shot_items(name: str, data_dir: str | Path, limit: int | None = No
         path = data_dir / "sentibench" / "sc" / name / "test.json"
         if not path.is_file():
             raise InputError("file not found", path=path)
-        raw = json.loads(path.read_text(encoding="utf-8-sig"))
+        from sentidistill.data.readers import read_text_file
+
+        raw = json.loads(read_text_file(path))
         items = []
         for i, row in enumerate(raw):
             if not isinstance(row, dict) or not isinstance(row.get("sentence"), str) or row.get("label") not in (

@@ -268,6 +268,11 @@ def create_app(
 
     # -- helpers -------------------------------------------------------------------------------------
 
+    def check_supported(req: ChatCompletionRequest | CompletionRequest) -> None:
+        found = req.unsupported()
+        if found:
+            raise APIError(400, found[1], param=found[0], code="unsupported_parameter")
+
     def check_model(name: str) -> None:
         if name not in accepted_names:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{model_name}'.",
@@ -333,6 +338,7 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
     async def chat_completions(req: ChatCompletionRequest) -> Any:
         check_model(req.model)
+        check_supported(req)
         if req.top_logprobs and not req.logprobs:
             raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
         messages = []
@@ -365,17 +371,15 @@ def create_app(
         resp = ChatCompletionResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
                                       model=model_name, choices=choices, usage=usage(gens, gens[:1]))
         if req.stream:
-            return _sse_chat(resp)
+            return _sse_chat(resp, include_usage=req.include_usage())
         return resp
 
     @app.post("/v1/completions", response_model=CompletionResponse)
     async def completions(req: CompletionRequest) -> Any:
         check_model(req.model)
+        check_supported(req)
         if req.echo:
             raise APIError(400, "echo is not supported", param="echo", code="unsupported")
-        if req.stream:
-            raise APIError(400, "stream is not supported on /v1/completions; use /v1/chat/completions",
-                           param="stream", code="unsupported")
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise APIError(400, "prompt is an empty list", param="prompt")
@@ -409,8 +413,11 @@ def create_app(
                 )
             choices.append(CompletionChoice(index=i, text=g.text, finish_reason=g.finish_reason, logprobs=lp))
         firsts = results[:: req.n]
-        return CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
-                                  choices=choices, usage=usage(list(results), list(firsts)))
+        out = CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
+                                 choices=choices, usage=usage(list(results), list(firsts)))
+        if req.stream:
+            return _sse_completion(out, include_usage=req.include_usage())
+        return out
 
     # -- task endpoint -------------------------------------------------------------------------------
 
@@ -468,7 +475,7 @@ def create_app(
     return app
 
 
-def _sse_chat(resp: ChatCompletionResponse) -> StreamingResponse:
+def _sse_chat(resp: ChatCompletionResponse, include_usage: bool = False) -> StreamingResponse:
     """Server-sent events in OpenAI's chunk format. The answer is generated whole first (batching
     matters more than time-to-first-token for short sentiment answers), then sent as chunks."""
 
@@ -484,6 +491,32 @@ def _sse_chat(resp: ChatCompletionResponse) -> StreamingResponse:
             yield chunk({"content": c.message.content}, None, c.index,
                         c.logprobs.model_dump() if c.logprobs else None)
             yield chunk({}, c.finish_reason, c.index)
+        if include_usage:  # stream_options.include_usage: a last chunk with no choices and the usage
+            body = {"id": resp.id, "object": "chat.completion.chunk", "created": resp.created, "model": resp.model,
+                    "choices": [], "usage": resp.usage.model_dump()}
+            yield f"data: {json.dumps(body)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _sse_completion(resp: CompletionResponse, include_usage: bool = False) -> StreamingResponse:
+    """Server-sent events for /v1/completions (``stream: true``), generated whole first like the chat route."""
+
+    def event(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+        body: dict[str, Any] = {"id": resp.id, "object": "text_completion", "created": resp.created,
+                                "model": resp.model, "choices": choices}
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    async def events() -> Any:
+        for c in resp.choices:
+            yield event([{"index": c.index, "text": c.text, "finish_reason": None,
+                          "logprobs": c.logprobs.model_dump() if c.logprobs else None}])
+            yield event([{"index": c.index, "text": "", "finish_reason": c.finish_reason, "logprobs": None}])
+        if include_usage:
+            yield event([], resp.usage.model_dump())
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -83,8 +83,10 @@ def _read_inputs(texts: list[str], file: Path | None) -> list[str | dict]:
                     raise InputError("missing 'text'", path=file, line=i, field="text", expected="a string")
                 items.append(obj)
         else:
-            items.extend(line.rstrip("\n") for line in file.read_text(encoding="utf-8-sig").splitlines()
-                         if line.strip())
+            from sentidistill.data.readers import read_text_file
+
+            # One text per line, split on "\n" only: a text holding U+2028 or U+0085 stays one text.
+            items.extend(line.removesuffix("\r") for line in read_text_file(file).split("\n") if line.strip())
     if not items:
         raise InputError("no texts given", field="TEXTS", expected="texts as arguments, '-' for stdin, or --file")
     return items

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Clients (the openai SDK, LangChain, ...) send fields we do not use, such as `user` or
 # `presence_penalty`: accept and ignore them rather than fail the request.
 _LENIENT = ConfigDict(extra="ignore")
+
+
+def _drop_nulls(data: Any) -> Any:
+    """The OpenAI API reads ``null`` as "not set": a null field takes its default (a required one is
+    then reported missing). Clients send nulls for options they leave unset (the openai SDK when passed
+    None, older LangChain for ``max_tokens``/``stop``, LiteLLM for optional params)."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if v is not None}
+    return data
 
 
 class ContentPart(BaseModel):
@@ -21,6 +30,11 @@ class ChatMessage(BaseModel):
     model_config = _LENIENT
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        return _drop_nulls(data)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -36,6 +50,11 @@ def _stop_tuple(v: str | list[str] | None) -> tuple[str, ...]:
 
 
 class _SamplingFields(BaseModel):
+    """The fields both OpenAI routes share. Every field the OpenAI API documents for a route is declared:
+    honoured, accepted without effect on the answer (``user``, ``metadata``, ``store``...: bookkeeping the
+    server does not do), or refused with a 400 naming it when set to a value the student cannot honour
+    (:meth:`unsupported`). ``null`` means "not set" for every optional field."""
+
     model_config = _LENIENT
     model: str = Field(..., min_length=1, description="A name from /v1/models.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 (the default here) decodes greedily.")
@@ -44,6 +63,28 @@ class _SamplingFields(BaseModel):
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     n: int = Field(1, ge=1, le=8)
     stream: bool = False
+    stream_options: dict[str, Any] | None = Field(None, description="{include_usage: true} adds a usage chunk.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0 (no penalty) is supported.")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0 (no penalty) is supported.")
+    logit_bias: dict[str, float] | None = Field(None, description="Only an empty map is supported.")
+    user: str | None = Field(None, description="Accepted; no effect.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        return _drop_nulls(data)
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(field, message) for the first field set to a value this server cannot honour, else None."""
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name):
+                return name, f"{name} is not supported (the student decodes without penalties); leave it unset or 0"
+        if self.logit_bias:
+            return "logit_bias", "logit_bias is not supported; leave it unset or {}"
+        return None
+
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
 
     @field_validator("stop")
     @classmethod
@@ -62,6 +103,45 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = Field(None, description="Only {type: text} is supported.")
+    tools: list[Any] | None = Field(None, description="Not supported (an empty list is accepted).")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="Only none/auto without tools.")
+    functions: list[Any] | None = Field(None, description="Not supported (an empty list is accepted).")
+    function_call: str | dict[str, Any] | None = Field(None, description="Only none/auto without functions.")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted; no effect without tools.")
+    modalities: list[str] | None = Field(None, description="Only ['text'].")
+    audio: dict[str, Any] | None = Field(None, description="Not supported.")
+    reasoning_effort: str | None = Field(None, description="Not supported: the student is not a reasoning model.")
+    verbosity: str | None = Field(None, description="Not supported.")
+    web_search_options: dict[str, Any] | None = Field(None, description="Not supported.")
+    prediction: dict[str, Any] | None = Field(None, description="Accepted; a latency hint with no effect on the answer.")
+    metadata: dict[str, Any] | None = Field(None, description="Accepted; not stored.")
+    store: bool | None = Field(None, description="Accepted; nothing is stored.")
+    service_tier: str | None = Field(None, description="Accepted; one tier.")
+    safety_identifier: str | None = Field(None, description="Accepted; no effect.")
+    prompt_cache_key: str | None = Field(None, description="Accepted; no effect.")
+
+    def unsupported(self) -> tuple[str, str] | None:
+        found = super().unsupported()
+        if found:
+            return found
+        fmt = (self.response_format or {}).get("type", "text")
+        if fmt != "text":
+            return "response_format", f"response_format type '{fmt}' is not supported; only 'text'"
+        if self.tools:
+            return "tools", "tools are not supported by this server (a sentiment student does not call tools)"
+        if self.functions:
+            return "functions", "functions are not supported by this server"
+        for name in ("tool_choice", "function_call"):
+            value = getattr(self, name)
+            if value is not None and value not in ("none", "auto"):
+                return name, f"{name} {value!r} is not supported: this server calls no tools"
+        if self.modalities and list(self.modalities) != ["text"]:
+            return "modalities", f"modalities {self.modalities} are not supported; only ['text']"
+        for name in ("audio", "reasoning_effort", "verbosity", "web_search_options"):
+            if getattr(self, name) is not None:
+                return name, f"{name} is not supported by this server; leave it unset"
+        return None
 
 
 class CompletionRequest(_SamplingFields):
@@ -69,6 +149,18 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=20, description="Return this many top alternatives per token.")
     echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=20, description="Only best_of <= n (no extra candidates).")
+    suffix: str | None = Field(None, description="Not supported (insertion); only empty.")
+
+    def unsupported(self) -> tuple[str, str] | None:
+        found = super().unsupported()
+        if found:
+            return found
+        if self.best_of is not None and self.best_of > self.n:
+            return "best_of", "best_of > n is not supported; leave it unset or equal to n"
+        if self.suffix:
+            return "suffix", "suffix (insertion) is not supported; leave it unset"
+        return None
 
 
 class TopLogprob(BaseModel):

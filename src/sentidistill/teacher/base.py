@@ -5,18 +5,24 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from sentidistill.errors import SentidistillError
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse
+from sentidistill.teacher.types import TeacherRequest, TeacherResponse, Usage
 
 
 class BackendError(SentidistillError):
-    """A backend call failed. ``retryable`` errors are retried with backoff by the runner."""
+    """A backend call failed. ``retryable`` errors are retried with backoff by the runner.
+
+    ``usage``: the tokens the failed call was billed for, when the endpoint said (a body that parsed but
+    held no usable answer); the runner counts them against the budget and the cost.
+    """
 
     retryable = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status_code: int | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status_code: int | None = None,
+                 usage: Usage | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status_code = status_code
+        self.usage = usage
 
 
 class RetryableError(BackendError):

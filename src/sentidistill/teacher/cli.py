@@ -136,6 +136,8 @@ def register(app: typer.Typer) -> None:
                 row.update(usage=resp.usage.model_dump(), cached=resp.cached, attempts=resp.attempts)
                 if resp.error:
                     row["error"] = resp.error
+                if resp.reasoning is not None:
+                    row["reasoning"] = resp.reasoning
                 if resp.logprobs is not None:
                     row["logprobs"] = [t.model_dump(mode="json") for t in resp.logprobs]
                 rows.append(row)

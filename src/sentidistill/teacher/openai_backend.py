@@ -2,6 +2,14 @@
 
 The client's own retries are off (``max_retries=0``): the runner retries with exponential backoff and
 full jitter, honouring ``Retry-After``, so that every backend behaves the same and every attempt is counted.
+
+Reasoning models: OpenAI's o-series and gpt-5 models reject ``max_tokens`` (they want
+``max_completion_tokens``) and any non-default ``temperature``/``top_p``; ``reasoning_params`` (default:
+on for those model names, see :func:`is_reasoning_model`) sends that shape. A 400 that names an unsupported
+parameter stops the run with an error saying which option to set. Reasoning that the server sends apart
+(``reasoning_content`` / ``reasoning``) is kept in ``TeacherResponse.reasoning``; a reply that stopped on
+length before any content (``content: null, finish_reason: "length"``) is returned as it is (the runner
+marks it ``truncated``, without retrying: a greedy request truncates the same way every time).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -23,6 +32,17 @@ from sentidistill.teacher.base import FatalBackendError, RequestRejected, Retrya
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
+
+# OpenAI reasoning families: o1, o1-mini, o3, o3-mini, o4-mini, gpt-5, gpt-5-mini... (optionally "openai/...").
+_REASONING_MODEL = re.compile(r"(?:^|/)(?:o\d+(?:-[\w.-]+)?|gpt-5(?:[\w.-]*)?)$", re.IGNORECASE)
+# Sampling fields that OpenAI reasoning models reject unless left at their defaults.
+_SAMPLING_FIELDS = ("temperature", "top_p")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` names an OpenAI reasoning model (o1/o3/o4-mini..., gpt-5...), whose API wants
+    ``max_completion_tokens`` and no ``temperature``/``top_p``."""
+    return bool(_REASONING_MODEL.search(model.strip()))
 
 
 def parse_retry_after(headers: httpx.Headers | None) -> float | None:
@@ -59,11 +79,14 @@ class OpenAIBackend:
         max_connections: int = 8,
         pool_size: int = 8,
         served_model: str | None = None,
+        reasoning_params: bool | None = None,
     ) -> None:
         self.model_id = model  # part of every cache key
         self.served_model = served_model or model  # the name sent in requests (a local server's alias)
         self.base_url = base_url
         self._extra = dict(extra or {})
+        # None: decided by the model family; the user's true/false wins.
+        self.reasoning_params = is_reasoning_model(self.served_model) if reasoning_params is None else reasoning_params
         # The key is read here and handed to the clients only; it is never logged or stored.
         api_key = os.environ.get(api_key_env) or "EMPTY"
         # httpcore's connection pool does work proportional to (connections x waiting requests) on every
@@ -89,18 +112,18 @@ class OpenAIBackend:
     def from_config(cls, cfg: TeacherConfig) -> OpenAIBackend:
         return cls(
             cfg.model, cfg.base_url, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s, extra=cfg.extra,
-            max_connections=cfg.concurrency,
+            max_connections=cfg.concurrency, reasoning_params=cfg.reasoning_params,
         )
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
         p = request.params
-        kwargs: dict[str, Any] = {
-            "model": self.served_model,
-            "messages": request.messages,
-            "max_tokens": p.max_tokens,
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-        }
+        kwargs: dict[str, Any] = {"model": self.served_model, "messages": request.messages}
+        if self.reasoning_params:
+            # o-series / gpt-5: the token limit is max_completion_tokens (thinking included), and
+            # temperature/top_p other than the defaults are rejected, so they are left out.
+            kwargs["max_completion_tokens"] = p.max_tokens
+        else:
+            kwargs.update(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p)
         if p.seed is not None:
             kwargs["seed"] = p.seed
         if p.stop:
@@ -129,6 +152,10 @@ class OpenAIBackend:
                 raise FatalBackendError(
                     f"{msg} (check base_url, model name and the API key environment variable)", status_code=code
                 ) from None
+            unsupported = self._unsupported_param(exc) if code == 400 else None
+            if unsupported:
+                # Every request carries the same fields, so none would succeed: stop the run with the fix.
+                raise FatalBackendError(f"{msg}: {self._fix_for(unsupported)}", status_code=code) from None
             raise RequestRejected(msg, status_code=code) from None
         except (json.JSONDecodeError, pydantic.ValidationError, openai.APIResponseValidationError) as exc:
             raise RetryableError(f"invalid response body: {_short(str(exc))}") from None
@@ -136,16 +163,59 @@ class OpenAIBackend:
             raise RetryableError(f"transport error: {exc}") from None
         return self._to_response(completion, time.perf_counter() - t0)
 
+    @staticmethod
+    def _unsupported_param(exc: openai.APIStatusError) -> str | None:
+        """The request field a 400 says the model does not support, or None for any other 400.
+
+        OpenAI: ``{"error": {"param": "max_tokens", "code": "unsupported_parameter", "message":
+        "Unsupported parameter: 'max_tokens' is not supported with this model. Use
+        'max_completion_tokens' instead."}}`` (``unsupported_value`` for ``temperature``); other servers
+        only word it in the message."""
+        text = str(getattr(exc, "message", "") or "")
+        param = getattr(exc, "param", None)
+        code = str(getattr(exc, "code", "") or "")
+        if not (code.startswith("unsupported") or re.search(r"unsupported|not supported", text, re.IGNORECASE)):
+            return None
+        if isinstance(param, str) and param:
+            return param
+        m = re.search(r"['\"`](\w+)['\"`]", text)
+        return m.group(1) if m else None
+
+    def _fix_for(self, param: str) -> str:
+        """Which option to set when the endpoint rejects ``param``."""
+        if param in ("max_tokens", *_SAMPLING_FIELDS) and not self.reasoning_params:
+            return (f"model '{self.served_model}' does not accept '{param}'; set teacher.reasoning_params: true "
+                    "(sends max_completion_tokens instead of max_tokens and leaves out temperature/top_p)")
+        if param == "max_completion_tokens" and self.reasoning_params:
+            return (f"model '{self.served_model}' does not accept 'max_completion_tokens'; set "
+                    "teacher.reasoning_params: false (sends max_tokens, temperature and top_p)")
+        if param in ("logprobs", "top_logprobs"):
+            return (f"model '{self.served_model}' does not return log-probabilities; ask without them "
+                    "(icldist.top_logprobs: 0; for the bench, a generation task instead of restricted scoring)")
+        if param in (self._extra.get("extra_body") or {}):
+            return f"remove '{param}' from teacher.extra.extra_body"
+        return f"model '{self.served_model}' does not accept '{param}'; leave it out of the request options"
+
     def _to_response(self, completion: Any, latency: float) -> TeacherResponse:
-        # A body that parsed but lacks the essentials is as broken as a truncated one.
+        usage = _usage(getattr(completion, "usage", None))
+        # A body that parsed but lacks the essentials is as broken as a truncated one (its usage still counts).
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
-            raise RetryableError("invalid response body: no choices")
+            raise RetryableError("invalid response body: no choices", usage=usage)
         choice = choices[0]
         message = getattr(choice, "message", None)
         text = getattr(message, "content", None)
+        reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+        reasoning = reasoning if isinstance(reasoning, str) and reasoning else None
+        finish = getattr(choice, "finish_reason", None)
+        if text is None and finish == "length":
+            # The model spent max_tokens (on reasoning) before any content: not retried, the runner says why.
+            return TeacherResponse(text="", model=getattr(completion, "model", None) or self.model_id,
+                                   finish_reason="length", usage=usage, reasoning=reasoning, latency_s=latency)
+        if text is None and finish == "content_filter":
+            raise RequestRejected("no message content (finish_reason=content_filter)", usage=usage)
         if text is None:
-            raise RetryableError("invalid response body: no message content")
+            raise RetryableError(f"invalid response body: no message content (finish_reason={finish})", usage=usage)
         logprobs = None
         lp = getattr(choice, "logprobs", None)
         if lp is not None and getattr(lp, "content", None):
@@ -157,15 +227,12 @@ class OpenAIBackend:
                 )
                 for t in lp.content
             ]
-        usage = getattr(completion, "usage", None)
         return TeacherResponse(
             text=text,
             model=getattr(completion, "model", None) or self.model_id,
-            finish_reason=choice.finish_reason,
-            usage=Usage(
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            ),
+            finish_reason=finish,
+            usage=usage,
+            reasoning=reasoning,
             logprobs=logprobs,
             latency_s=latency,
         )
@@ -173,6 +240,11 @@ class OpenAIBackend:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
 
 
 def _short(text: str, n: int = 200) -> str:

@@ -83,7 +83,7 @@ def response_label_logprobs(
 
     ``parse`` maps a generated answer to a label index (used only when there are no usable log-probs)."""
     k = len(words)
-    if resp.status in ("error", "missing"):
+    if resp.status in ("error", "missing", "truncated"):
         return [math.nan] * k, "none"
     if resp.label_logprobs is not None:
         flat, owner = case_variants(words)

@@ -6,7 +6,15 @@ async HTTP client stays bound to the loop that created it.
 
 Budget: ``max_requests`` counts every call sent (retries and repairs included) and is exact;
 ``max_total_tokens`` is checked before each call, so calls already in flight may overshoot it by at most
-``concurrency`` answers.
+``concurrency`` answers. The usage of every call counts, also of calls that failed after the endpoint
+billed them (a body without a usable answer).
+
+Reasoning models: the answer is validated without its ``<think>`` block; the block's text goes to
+``TeacherResponse.reasoning`` (answers that had one are counted in ``stats["thinking"]``). A reply that
+stopped at ``max_tokens`` before writing any answer (``finish_reason=length``) is not retried nor repaired
+(the same request stops the same way again): it gets status ``truncated`` and a message saying what to do,
+and is cached, so a rerun with the same settings does not pay for it again (``reasoning_tokens`` and
+``max_tokens`` are part of the cache key).
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ from sentidistill.teacher.base import Backend, BackendError, FatalBackendError, 
 from sentidistill.teacher.cache import ResponseCache
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse, Usage
 from sentidistill.teacher.validate import repair_message, validate
+from sentidistill.utils.answers import split_reasoning
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STAT_KEYS = (
     "requested", "sent", "cache_hits", "valid", "repaired", "invalid", "unchecked", "errors", "missing",
-    "retries", "prompt_tokens", "completion_tokens",
+    "retries", "prompt_tokens", "completion_tokens", "truncated", "thinking",
 )
 
 
@@ -130,9 +139,10 @@ class CachedTeacher:
         line = (
             f"{int(s['requested'])} requests: {int(s['cache_hits'])} cached, {int(s['sent'])} sent "
             f"({int(s['retries'])} retries); valid {int(s['valid'])}, repaired {int(s['repaired'])}, "
-            f"invalid {int(s['invalid'])}, unchecked {int(s['unchecked'])}, errors {int(s['errors'])}, "
-            f"missing {int(s['missing'])}; tokens {int(s['prompt_tokens'])} prompt + "
-            f"{int(s['completion_tokens'])} completion; cost ${s['cost']:.4f}"
+            f"invalid {int(s['invalid'])}, unchecked {int(s['unchecked'])}, truncated {int(s['truncated'])}, "
+            f"errors {int(s['errors'])}, missing {int(s['missing'])}; {int(s['thinking'])} with a thinking block; "
+            f"tokens {int(s['prompt_tokens'])} prompt + {int(s['completion_tokens'])} completion; "
+            f"cost ${s['cost']:.4f}"
         )
         if self.budget_exhausted:
             line += f"; budget exhausted ({self.budget_exhausted})"
@@ -168,6 +178,10 @@ class CachedTeacher:
 
     async def _agenerate(self, requests: list[TeacherRequest], on_budget: str) -> list[TeacherResponse]:
         n = len(requests)
+        if self.cfg.reasoning_tokens:
+            # Room for the thinking, on top of each request's answer budget (so it is in the cache key too).
+            requests = [r.model_copy(update={"params": r.params.model_copy(
+                update={"max_tokens": r.params.max_tokens + self.cfg.reasoning_tokens})}) for r in requests]
         self._stats["requested"] += n
         keys = [r.cache_key(self.model_id) for r in requests]
         results: list[TeacherResponse | None] = [None] * n
@@ -242,6 +256,9 @@ class CachedTeacher:
             try:
                 resp = await self.backend.agenerate_one(request)
             except BackendError as exc:
+                if exc.usage is not None:  # billed although unusable: it counts against budget and cost
+                    self._stats["prompt_tokens"] += exc.usage.prompt_tokens
+                    self._stats["completion_tokens"] += exc.usage.completion_tokens
                 if not exc.retryable or attempt >= self.cfg.max_retries:
                     raise
                 delay = self._rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
@@ -271,7 +288,10 @@ class CachedTeacher:
             log.warning("teacher request failed: %s", exc)
             return TeacherResponse(text="", model=self.model_id, status="error", error=str(exc))
         fmt = request.answer_format
-        if fmt.kind == "free" and resp.text.strip():
+        answer = self._split(resp)
+        if self._truncated(resp, answer, request):
+            return resp
+        if fmt.kind == "free" and answer:
             self._stats["unchecked"] += 1
             resp.status = "unchecked"
             return resp
@@ -281,7 +301,8 @@ class CachedTeacher:
         repairs = 0
         while not check.ok and repairs < self.cfg.repair_attempts:
             repairs += 1
-            messages = [*messages, {"role": "assistant", "content": resp.text}, repair_message(check.problem, fmt)]
+            # The assistant turn carries the answer only: reasoning models are not shown their own thinking.
+            messages = [*messages, {"role": "assistant", "content": answer}, repair_message(check.problem, fmt)]
             try:
                 resp = await self._call(request.model_copy(update={"messages": messages}))
             except _BudgetSpent:
@@ -296,6 +317,10 @@ class CachedTeacher:
                 prompt_tokens=usage.prompt_tokens + resp.usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens + resp.usage.completion_tokens,
             )
+            answer = self._split(resp, count=False)
+            if self._truncated(resp, answer, request):
+                resp.attempts, resp.usage = attempts, usage
+                return resp
             check = validate(resp.text, fmt)
         resp.attempts, resp.usage = attempts, usage
         if check.ok:
@@ -306,6 +331,34 @@ class CachedTeacher:
             resp.error = check.problem
         self._stats[resp.status] += 1
         return resp
+
+    def _split(self, resp: TeacherResponse, *, count: bool = True) -> str:
+        """Split off the reply's thinking block into ``resp.reasoning``; returns the answer part."""
+        reasoning, answer = split_reasoning(resp.text)
+        if resp.reasoning is None:
+            resp.reasoning = reasoning
+        if count and resp.reasoning is not None:
+            self._stats["thinking"] += 1
+        return answer
+
+    def _truncated(self, resp: TeacherResponse, answer: str, request: TeacherRequest) -> bool:
+        """Mark a reply that hit max_tokens before any answer as ``truncated`` (no retry, no repair): no
+        content at all, or only a thinking block. (Whitespace up to max_tokens is an invalid answer.)"""
+        if resp.finish_reason != "length" or answer or (resp.reasoning is None and resp.text):
+            return False
+        thought = f" after {len(resp.reasoning)} characters of reasoning" if resp.reasoning else ""
+        resp.status = "truncated"
+        resp.error = (
+            f"the model stopped at max_tokens={request.params.max_tokens} (finish_reason=length){thought} "
+            "before writing any answer; give it room for its thinking (teacher.reasoning_tokens, e.g. 2048, "
+            "is added to every request's max_tokens) or switch thinking off (Qwen3 on vLLM/SGLang: teacher.extra: "
+            "{extra_body: {chat_template_kwargs: {enable_thinking: false}}}; OpenAI o-series/gpt-5: "
+            "extra_body: {reasoning_effort: minimal|low})"
+        )
+        self._stats["truncated"] += 1
+        if self._stats["truncated"] == 1:
+            log.warning("teacher answer truncated: %s", resp.error)
+        return True
 
 
 class _Progress:

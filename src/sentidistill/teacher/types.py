@@ -87,7 +87,15 @@ class Usage(BaseModel):
 
 
 class TeacherResponse(BaseModel):
-    """The teacher's answer to one request."""
+    """The teacher's answer to one request.
+
+    ``text`` is the reply as the model wrote it (a ``<think>`` block included; readers take the answer part
+    with :func:`sentidistill.utils.answers.split_reasoning`); ``reasoning`` is the reasoning an endpoint
+    sent apart from the content (``reasoning_content``/``reasoning``), else the text of the reply's
+    ``<think>`` block once the runner has split it; None when there was none. Status ``truncated``: the
+    model stopped at ``max_tokens`` (``finish_reason=length``) before it wrote any answer (``error`` says
+    what to do); it is cached like an answer, since the same request stops the same way again.
+    """
 
     text: str
     model: str = ""
@@ -96,7 +104,8 @@ class TeacherResponse(BaseModel):
     logprobs: list[TokenLogprob] | None = None
     # Restricted scoring (``params.score_labels``): per label, log P(label | prompt) in nats, same order.
     label_logprobs: list[float] | None = None
-    status: Literal["valid", "repaired", "invalid", "unchecked", "error", "missing"] = "unchecked"
+    reasoning: str | None = None
+    status: Literal["valid", "repaired", "invalid", "unchecked", "truncated", "error", "missing"] = "unchecked"
     attempts: int = 1
     cached: bool = False
     error: str | None = None

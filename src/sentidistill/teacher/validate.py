@@ -1,4 +1,8 @@
-"""Check a teacher answer against its ``AnswerFormat`` and write the repair instruction when it fails."""
+"""Check a teacher answer against its ``AnswerFormat`` and write the repair instruction when it fails.
+
+Only the answer part is checked: a reasoning block (``<think>...</think>``, see
+:func:`sentidistill.utils.answers.split_reasoning`) is split off first.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sentidistill.teacher.types import AnswerFormat
+from sentidistill.utils.answers import read_python_list, split_reasoning
 
 
 @dataclass
@@ -33,6 +38,10 @@ def normalise_label(text: str) -> str:
 
 
 def validate(text: str, fmt: AnswerFormat) -> Validation:
+    """Validate the answer part of ``text`` (after any ``<think>`` block) against ``fmt``."""
+    reasoning, text = split_reasoning(text)
+    if reasoning is not None and not text:
+        return Validation(False, None, "the reply holds only a reasoning block and no answer after it")
     if fmt.kind == "free":
         if not text.strip():
             return Validation(False, None, "the answer is empty")
@@ -46,7 +55,8 @@ def validate(text: str, fmt: AnswerFormat) -> Validation:
 
 def _validate_label(text: str, labels: tuple[str, ...]) -> Validation:
     allowed = {normalise_label(lab): lab for lab in labels}
-    first = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
     norm = normalise_label(first)
     if norm in allowed:
         return Validation(True, allowed[norm])
@@ -54,6 +64,11 @@ def _validate_label(text: str, labels: tuple[str, ...]) -> Validation:
     for cand in sorted(allowed, key=len, reverse=True):
         if norm.startswith(cand) and (len(norm) == len(cand) or not norm[len(cand)].isalnum()):
             return Validation(True, allowed[cand])
+    # A heading first ("Sentiment:\npositive", "**Answer**\n\nnegative"): a later line that is exactly a
+    # label counts when such lines name one label only.
+    later = {allowed[n] for n in map(normalise_label, lines[1:]) if n in allowed}
+    if len(later) == 1:
+        return Validation(True, later.pop())
     return Validation(False, None, f"the answer {first.strip()[:60]!r} is not one of the labels {list(labels)}")
 
 
@@ -92,7 +107,10 @@ def _validate_tuples(text: str, arity: int | None) -> Validation:
         try:
             value = json.loads(block)
         except ValueError:
-            return Validation(False, None, "the list of tuples is not valid Python syntax")
+            try:  # unescaped quotes inside strings: [('chef's special', 'positive')]
+                value = read_python_list(block)
+            except ValueError:
+                return Validation(False, None, "the list of tuples is not valid Python syntax")
     if not isinstance(value, list | tuple):
         return Validation(False, None, "expected a list of tuples")
     items: list[tuple[Any, ...]] = []

@@ -53,8 +53,18 @@ def read_jsonl(path: str | Path, *, skip_bad: bool = False, stats: dict[str, int
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=path)
-    with path.open("r", encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        # Bytes split on b"\n" only (a text-mode file would also split on a lone "\r"); each line decoded
+        # strictly, so a stray byte is an error naming its line, not a replaced or dropped character.
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text: byte(s) {raw[exc.start:exc.end].hex(' ')} at column "
+                                 f"{exc.start + 1} do not decode", path=path, line=lineno,
+                                 expected="UTF-8 JSON lines") from None
             if not line.strip():
                 continue
             try:
