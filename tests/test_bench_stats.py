@@ -223,13 +223,15 @@ def test_bench_writes_intervals_and_the_report_pairs_the_models(soup_task, tmp_p
     assert et["n"] == 200 and (et["score"], et["ci_low"], et["ci_high"]) == (1.0, 1.0, 1.0)
     assert es["ci_low"] < es["score"] < es["ci_high"] and es["labels"] == ["neg", "pos"]
     assert (ms["sentibench_score_ci_low"], ms["sentibench_score_ci_high"]) == (es["ci_low"], es["ci_high"])
+    assert ms["categories_ci"] == {"basic": [es["ci_low"], es["ci_high"]]}
     saved = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert saved["tasks"]["soup"]["ci_low"] == es["ci_low"] and saved["bootstrap"]["n_resamples"] == 500
 
     paths = write_report([tmp_path / "student", tmp_path / "teacher"], tmp_path / "rep", bootstrap=500)
     md = paths["markdown"].read_text()
-    assert f"| soup | macro_f1 | {100 * es['score']:.1f} [{100 * es['ci_low']:.1f}, {100 * es['ci_high']:.1f}] " \
-           f"| 100.0 [100.0, 100.0] |" in md
+    cell = f"{100 * es['score']:.1f} [{100 * es['ci_low']:.1f}, {100 * es['ci_high']:.1f}]"
+    assert f"| soup | macro_f1 | {cell} | 100.0 [100.0, 100.0] |" in md
+    assert f"| basic (mean) |  | {cell} | 100.0 [100.0, 100.0] |" in md
     assert "## Paired difference vs teacher" in md  # the teacher is the default reference, not the first run
     diff_row = next(line for line in md.splitlines() if line.startswith("| soup | 200 | 100.0 |"))
     cells = [c.strip() for c in diff_row.strip("|").split("|")]

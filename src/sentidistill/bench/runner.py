@@ -256,7 +256,8 @@ def run_bench(
     settings is read back instead of recomputed (see the module doc); ``resume=False`` recomputes all.
     ``bootstrap`` resamples of each task's items (0: none; seeded with ``bootstrap_seed``) give 95%
     percentile intervals per task (``ci_low``/``ci_high``) and for the mean over tasks
-    (``sentibench_score_ci_low``/``_high``); see :mod:`sentidistill.bench.stats`.
+    (``sentibench_score_ci_low``/``_high``) and per category (``categories_ci``: category -> [low, high]);
+    see :mod:`sentidistill.bench.stats`.
     """
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
     out = Path(out_dir) if out_dir is not None else None
@@ -283,6 +284,8 @@ def run_bench(
     if bootstrap and reps and len(reps) == len(results):
         mean_ci = S.mean_interval(reps)
         overall_ci = {"sentibench_score_ci_low": mean_ci.low, "sentibench_score_ci_high": mean_ci.high}
+        by_cat = {c: S.mean_interval({n: reps[n] for n in reps if cats[n] == c}) for c in dict.fromkeys(cats.values())}
+        overall_ci["categories_ci"] = {c: [iv.low, iv.high] for c, iv in by_cat.items()}
     model_time = sum(r["wall_s"] for r in results.values())
     metrics = {
         "schema": METRICS_SCHEMA,

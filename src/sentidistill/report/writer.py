@@ -141,8 +141,9 @@ def _table(runs: list[dict[str, Any]], names: list[str]) -> tuple[list[str], lis
         raw.append(vals)
     for c in dict.fromkeys(cats.values()):
         vals = [r.get("categories", {}).get(c) for r in runs]
+        cis = [r.get("categories_ci", {}).get(c) or (None, None) for r in runs]
         summary.append(len(rows))
-        rows.append([f"{c} (mean)", "", *(_fmt(v) for v in vals)])
+        rows.append([f"{c} (mean)", "", *(_fmt(v, None, *ci) for v, ci in zip(vals, cis, strict=True))])
         raw.append(vals)
     vals = [r.get("sentibench_score") for r in runs]
     summary.append(len(rows))
