@@ -49,3 +49,53 @@ def test_report_errors(tmp_path):
     bad.write_text('{"hello": 1}')
     with pytest.raises(InputError, match="not a benchmark metrics file"):
         write_report([bad], tmp_path)
+
+
+def test_plots_keep_one_colour_per_model_and_never_zoom_the_score_axis():
+    """Two students 0.4 points apart (27.45 vs 27.85, the quickstart's case) stay 0.4 points apart on a
+    0-100 axis, with their intervals as error bars, and each model has the same colour in every plot."""
+    from matplotlib.colors import to_hex
+
+    from sentidistill.report.writer import FIXED_COLOURS, figures, model_colours
+
+    runs = [_metrics("student_before", 49_000_000, 0.2745, 0.2745, 0.01),
+            _metrics("teacher", 1_500_000_000, 0.90, 0.40, 0.2),
+            _metrics("student_after", 49_000_000, 0.2785, 0.2785, 0.01)]
+    for r in runs:
+        r["tasks"]["sst2"].update(ci_low=r["tasks"]["sst2"]["score"] - 0.05, ci_high=r["tasks"]["sst2"]["score"] + 0.04)
+        r.update(sentibench_score_ci_low=r["sentibench_score"] - 0.03, sentibench_score_ci_high=r["sentibench_score"] + 0.03)
+    names = ["student_before", "teacher", "student_after"]
+    colours = model_colours(names)
+    assert colours == {n: FIXED_COLOURS[n] for n in names}
+    assert model_colours(["mine", "teacher", "yours"])["teacher"] == FIXED_COLOURS["teacher"]
+    assert len(set(model_colours(["a", "b", "c", "teacher", "student_after"]).values())) == 5
+    figs = figures(runs, names, colours)
+    assert set(figs) == {"tasks", "params", "latency"}
+    for fig in figs.values():
+        ax = fig.axes[0]
+        assert ax.get_ylim() == (0.0, 100.0)
+    bars = figs["tasks"].axes[0].patches
+    assert [to_hex(b.get_facecolor()) for b in bars] == [colours[n] for n in names for _ in range(2)]
+    for key in ("params", "latency"):
+        ax = figs[key].axes[0]
+        points = [line for line in ax.lines if line.get_marker() == "o"]
+        assert [to_hex(p.get_color()) for p in points] == [colours[n] for n in names]
+    # Error bars are the 95% intervals: the teacher's sst2 bar spans 85-94.
+    segs = [c for c in figs["tasks"].axes[0].collections if c.get_segments()]
+    lows = [s[0][1] for c in segs for s in c.get_segments()]
+    assert any(abs(v - 85.0) < 1e-6 for v in lows) and any(abs(v - 22.45) < 1e-6 for v in lows)
+    import matplotlib.pyplot as plt
+
+    for fig in figs.values():
+        plt.close(fig)
+
+
+def test_report_shows_intervals_when_the_bench_computed_them(tmp_path):
+    m = _metrics("student", 49_000_000, 0.80, 0.20, 0.01)
+    m["tasks"]["sst2"].update(ci_low=0.75, ci_high=0.846)
+    m.update(sentibench_score_ci_low=0.47, sentibench_score_ci_high=0.53)
+    md = write_report([m], tmp_path)["markdown"].read_text()
+    assert "| sst2 | macro_f1 | 80.0 ± 1.0 [75.0, 84.6] |" in md
+    assert "| opener | graph_f1 | 20.0 |" in md  # no interval computed: none shown
+    assert "| score (mean of tasks) |  | 50.0 ± 0.5 [47.0, 53.0] |" in md
+    assert "95% percentile bootstrap interval" in md and "fewer than 200 items (n = 20)" in md

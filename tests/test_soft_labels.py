@@ -22,7 +22,6 @@ from sentidistill.teacher.restricted import case_variants, response_label_logpro
 from sentidistill.teacher.types import TeacherResponse
 from sentidistill.train.label_losses import label_ce, soft_label_kl
 
-
 # -- calibration ------------------------------------------------------------------------------------
 
 def test_batch_calibration_hand_computed():

@@ -264,6 +264,7 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
         scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label, max_chars=cfg.bench.max_chars,
+        bootstrap=cfg.bench.bootstrap,
     )
     return {"score": metrics.get("sentibench_score"), "bench_wall_s": metrics.get("wall_s")}
 
@@ -290,7 +291,8 @@ def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
         from sentidistill.finetune.report import as_extra_section
 
         extra.append(as_extra_section(load_results(rundir.path / "finetune")))
-    write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'", extra_sections=extra)
+    write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'", extra_sections=extra,
+                 bootstrap=cfg.bench.bootstrap or None)
     return {"report": str(rundir.path / "report.html")}
 
 

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         tasks: str = typer.Option("", help="Comma-separated task names or task YAML files (overrides --suite)."),
         shots: int = typer.Option(4, min=0, help="Demonstrations per prompt (0 = zero-shot)."),
         seeds: str = typer.Option("42", help="Comma-separated demonstration seeds; several give mean ± std."),
-        limit: int = typer.Option(None, min=1, help="Stratified subsample of each test set."),
+        limit: int = typer.Option(None, min=1, help="Stratified subsample of each test set (default: all items); "
+                                  "the same items for every model. Use at least 200 to tell a gain from noise."),
         scoring: str = typer.Option("restricted", help="restricted (arg-max over label words) | generate."),
         demos: str = typer.Option(None, help="random | similar (MiniLM nearest neighbours); default: each task's."),
         first_token: bool = typer.Option(False, help="Score only the label words' first token (as the paper)."),
@@ -38,6 +39,8 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(True, help="Also write report.md/report.html into --out."),
         resume: bool = typer.Option(True, help="Reuse each (task, seed) that an earlier run into --out finished "
                                     "with the same model and settings (a killed run continues)."),
+        bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples of the test items for the 95% "
+                                      "intervals per task and for the score (0 = none)."),
     ) -> None:
         """Evaluate a model on SentiBench (or any suite/task), e.g.
 
@@ -74,18 +77,24 @@ def register(app: typer.Typer) -> None:
         try:
             metrics = run_bench(adapter, task_objs, shots=shots, seeds=_ints(seeds), limit=limit, scoring=scoring,
                                 out_dir=out, data_dir=data_dir, model_name=name, demo_selection=demos,
-                                suite=None if tasks else suite, max_new_tokens=max_new_tokens, resume=resume)
+                                suite=None if tasks else suite, max_new_tokens=max_new_tokens, resume=resume,
+                                bootstrap=bootstrap)
         finally:
             close = getattr(adapter, "close", None)
             if close:
                 close()
+        def ci(lo: float | None, hi: float | None) -> str:
+            return f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else ""
+
         for t, e in metrics["tasks"].items():
             sd = f" ± {100 * e['score_std']:.1f}" if e["score_std"] else ""
-            console.print(f"{t:24s} {e['metric']:9s} {100 * e['score']:6.1f}{sd}  (n={e['n']}, "
-                          f"unparseable {100 * e['unparseable_rate']:.1f}%)")
+            console.print(f"{t:24s} {e['metric']:9s} {100 * e['score']:6.1f}{sd}{ci(e.get('ci_low'), e.get('ci_high'))}"
+                          f"  (n={e['n']}, unparseable {100 * e['unparseable_rate']:.1f}%)", highlight=False)
         for c, v in metrics["categories"].items():
             console.print(f"[bold]{c:24s}[/] {100 * v:16.1f}")
-        console.print(f"[bold]score{'':19s}[/] {100 * metrics['sentibench_score']:16.1f}   -> {out / 'metrics.json'}")
+        overall = ci(metrics.get("sentibench_score_ci_low"), metrics.get("sentibench_score_ci_high"))
+        console.print(f"[bold]score{'':19s}[/] {100 * metrics['sentibench_score']:16.1f}{overall}   -> "
+                      f"{out / 'metrics.json'}", highlight=False)
         if report:
             from sentidistill.report import write_report
 
@@ -97,9 +106,17 @@ def register(app: typer.Typer) -> None:
         runs: list[Path] = typer.Argument(..., help="metrics.json files or folders holding them (one column each)."),
         out: Path = typer.Option(Path("report"), help="Output folder for report.md and report.html."),
         title: str = typer.Option("SentiBench report"),
+        reference: str = typer.Option(None, help="Model the others are compared with (paired differences on the "
+                                      "same items); default: 'teacher' when present, else the first run."),
+        bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the paired differences "
+                                      "(0 = no paired differences)."),
     ) -> None:
-        """Compare several benchmark runs in one report (Markdown + self-contained HTML)."""
+        """Compare several benchmark runs in one report (Markdown + self-contained HTML): scores with 95%
+        intervals, and each model's paired difference from a reference model on the same test items.
+
+        sentidistill report runs/demo/bench/teacher runs/demo/bench/student_after --reference teacher
+        """
         from sentidistill.report import write_report
 
-        paths = write_report(runs, out, title=title)
+        paths = write_report(runs, out, title=title, reference=reference, bootstrap=bootstrap or None)
         print(f"{paths['markdown']}\n{paths['html']}")

@@ -4,7 +4,8 @@ Output folder::
 
     predictions/<task>.seed<s>.jsonl   one row per item: id, prompt, raw answer, parsed, gold, correct
     progress/<task>.seed<s>.json       a finished (task, seed): the key of what the model was asked, its time
-    metrics.json                       per task per seed, mean/std over seeds, category means, score
+    metrics.json                       per task per seed, mean/std over seeds, category means, score, and
+                                       95% bootstrap intervals (``ci_low``/``ci_high``) per task and for the score
 
 Resuming: a (task, seed) whose progress file carries the same key (model fingerprint, prompts, gold,
 scoring, generation length) is not asked again; its raw answers are read back from the predictions file
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sentidistill.bench import stats as S
 from sentidistill.bench.metrics import category_means, mean_std, sentibench_score, summarise_seeds
 from sentidistill.bench.prompting import select_demos
 from sentidistill.bench.registry import get_task
@@ -107,11 +109,16 @@ def run_task(
     resume: bool = True,
     fingerprint: dict[str, Any] | None = None,
     max_chars: int | None = None,
+    bootstrap: int = S.DEFAULT_RESAMPLES,
+    bootstrap_seed: int = S.DEFAULT_SEED,
+    replicates_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One task over all seeds; returns its metrics entry (and writes predictions when ``out_dir``).
 
     With ``out_dir`` and ``resume``, seeds finished by an earlier call with the same key are read back
     instead of asked again (see the module doc); ``fingerprint`` is the adapter's (computed when None).
+    ``bootstrap`` replicates (0: none) give the entry's 95% interval ``ci_low``/``ci_high`` (see
+    :mod:`sentidistill.bench.stats`); ``replicates_out[task]`` receives (score, replicates) when given.
     """
     rows = task.load(task.spec.eval_split, data_dir=data_dir, limit=limit, seed=limit_seed)
     if max_chars:  # long reviews cut for every model alike (the same items and the same text)
@@ -132,6 +139,7 @@ def run_task(
     if resumable and fingerprint is None:
         fingerprint = adapter_fingerprint(adapter)
     reused: list[int] = []
+    seed_items: list[S.ItemScores] = []
     for seed in run_seeds:
         demos = select_demos(task, rows, pool, k, seed, selection, pool_key=task.spec.demos.split)
         prompts = [task.prompt(r, d, style=adapter.prompt_style) for r, d in zip(rows, demos, strict=True)]
@@ -165,6 +173,9 @@ def run_task(
             wall = time.perf_counter() - t0
         preds = [task.parse(r) for r in raws]
         m = task.score(preds, golds, rows)
+        items = S.task_items(task, preds, golds, rows) if bootstrap else None
+        if items is not None:
+            seed_items.append(items)
         m.update({"wall_s": round(wall, 3), "items_per_s": round(len(rows) / wall, 3) if wall > 0 else None,
                   "shots": k})
         per_seed[str(seed)] = m
@@ -181,10 +192,13 @@ def run_task(
                         "correct": (pred == g) if task.kind == "classification" else
                         (pred is not None and sorted(pred) == sorted(ng)),
                         **({"label_scores": dict(zip(task.labels, sc, strict=True))} if sc else {}),
+                        **({"score_parts": parts.tolist()} if parts is not None else {}),
                         **meta,
                     }
-                    for r, p, raw, pred, g, ng, sc, meta in zip(rows, prompts, raws, preds, golds, norm_golds, scores,
-                                                               metas, strict=True)
+                    for r, p, raw, pred, g, ng, sc, meta, parts in zip(
+                        rows, prompts, raws, preds, golds, norm_golds, scores, metas,
+                        items.parts if items is not None and items.parts is not None else [None] * len(rows),
+                        strict=True)
                 ),
             )
             failed = int(getattr(adapter, "errors", 0) or 0) - errors_before
@@ -199,11 +213,19 @@ def run_task(
                         "wall_s": wall, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                     })
     mean, std = summarise_seeds(per_seed)
+    ci: dict[str, float] = {}
+    if seed_items and rows:
+        reps = S.replicates(seed_items, task.name, n_resamples=bootstrap, seed=bootstrap_seed)
+        lo, hi = S.percentile_interval(reps)
+        ci = {"ci_low": lo, "ci_high": hi}
+        if replicates_out is not None:
+            replicates_out[task.name] = (mean["score"], reps)
     return {
         "category": task.category, "kind": task.kind, "metric": task.metric, "n": len(rows),
+        **({"labels": task.labels} if task.kind == "classification" else {}),
         "shots": k, "demo_selection": selection, "scoring": "restricted" if restricted else "generate",
         "seeds": per_seed, "mean": mean, "std": std,
-        "score": mean["score"], "score_std": std["score"],
+        "score": mean["score"], "score_std": std["score"], **ci,
         "unparseable_rate": mean["unparseable_rate"],
         "wall_s": round(sum(m["wall_s"] for m in per_seed.values()), 3),
         "resumed_seeds": reused,
@@ -226,6 +248,8 @@ def run_bench(
     max_new_tokens: int | None = None,
     resume: bool = True,
     max_chars: int | None = None,
+    bootstrap: int = S.DEFAULT_RESAMPLES,
+    bootstrap_seed: int = S.DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Evaluate ``adapter`` on ``tasks``; write ``predictions/`` and ``metrics.json`` under ``out_dir``.
 
@@ -235,17 +259,23 @@ def run_bench(
     The SentiBench score is the unweighted mean of the task scores that ran. With ``out_dir`` and
     ``resume`` (the default), every (task, seed) finished by an earlier call with the same model and
     settings is read back instead of recomputed (see the module doc); ``resume=False`` recomputes all.
+    ``bootstrap`` resamples of each task's items (0: none; seeded with ``bootstrap_seed``) give 95%
+    percentile intervals per task (``ci_low``/``ci_high``) and for the mean over tasks
+    (``sentibench_score_ci_low``/``_high``) and per category (``categories_ci``: category -> [low, high]);
+    see :mod:`sentidistill.bench.stats`.
     """
     task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
     out = Path(out_dir) if out_dir is not None else None
     t_start = time.perf_counter()
     results: dict[str, Any] = {}
     fingerprint = adapter_fingerprint(adapter) if out is not None and resume else None
+    reps: dict[str, Any] = {}
     for task in task_objs:
         results[task.name] = run_task(
             adapter, task, shots=shots, seeds=seeds, limit=limit, scoring=scoring, data_dir=data_dir,
             demo_selection=demo_selection, out_dir=out, max_new_tokens=max_new_tokens, resume=resume,
-            fingerprint=fingerprint, max_chars=max_chars,
+            fingerprint=fingerprint, max_chars=max_chars, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+            replicates_out=reps,
         )
     scores = {n: r["score"] for n, r in results.items()}
     cats = {n: r["category"] for n, r in results.items()}
@@ -256,6 +286,12 @@ def run_bench(
         seed_scores.append(sentibench_score(vals))
     _, overall_std = mean_std(seed_scores)
     total_items = sum(r["n"] * len(r["seeds"]) for r in results.values())
+    overall_ci: dict[str, Any] = {}
+    if bootstrap and reps and len(reps) == len(results):
+        mean_ci = S.mean_interval(reps)
+        overall_ci = {"sentibench_score_ci_low": mean_ci.low, "sentibench_score_ci_high": mean_ci.high}
+        by_cat = {c: S.mean_interval({n: reps[n] for n in reps if cats[n] == c}) for c in dict.fromkeys(cats.values())}
+        overall_ci["categories_ci"] = {c: [iv.low, iv.high] for c, iv in by_cat.items()}
     model_time = sum(r["wall_s"] for r in results.values())
     metrics = {
         "schema": METRICS_SCHEMA,
@@ -274,6 +310,10 @@ def run_bench(
         "categories": category_means(scores, cats),
         "sentibench_score": sentibench_score(scores),
         "sentibench_score_std": overall_std,
+        **overall_ci,
+        "bootstrap": {"method": "percentile bootstrap over test items (mean over tasks: items resampled "
+                                "within each task)", "confidence": S.DEFAULT_CONFIDENCE,
+                      "n_resamples": bootstrap, "seed": bootstrap_seed} if bootstrap else None,
         "unparseable_rate": (sum(r["unparseable_rate"] * r["n"] for r in results.values())
                              / max(1, sum(r["n"] for r in results.values()))),
         "wall_s": round(time.perf_counter() - t_start, 3),

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sentidistill.bench.stats import bootstrap_mean_ci, excludes_zero
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
@@ -49,12 +51,11 @@ class PairedDifference:
 
 def bootstrap_ci(diffs: Sequence[float], *, n_resamples: int = 10_000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``diffs`` (seeded, so reports are reproducible)."""
-    arr = np.asarray(diffs, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), size=(n_resamples, len(arr)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    """Percentile bootstrap interval of the mean of ``diffs`` (seeded, so reports are reproducible).
+
+    The one implementation lives in :func:`sentidistill.bench.stats.bootstrap_mean_ci`.
+    """
+    return bootstrap_mean_ci(diffs, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], *, n_resamples: int = 10_000,
@@ -81,9 +82,6 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], *, n_resam
         else:  # identical differences on every seed: the interval collapses to a point
             t_lo = t_hi = mean_d
             p = 0.0 if mean_d != 0 else 1.0
-    def excludes_zero(lo: float | None, hi: float | None) -> bool:
-        return lo is not None and hi is not None and (lo > 0 or hi < 0)
-
     significant = boot is not None and excludes_zero(*boot) and excludes_zero(t_lo, t_hi)
     return PairedDifference(
         n=n, mean_a=float(xa.mean()), mean_b=float(xb.mean()), mean_diff=mean_d, std_diff=sd,

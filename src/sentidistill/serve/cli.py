@@ -45,7 +45,12 @@ def serve_command(
     backend: str = typer.Option("torch", help="torch | onnx (MODEL is then an export-onnx folder)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda:0 (default: CPU)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show third-party warnings and logs "
+                                 "(weight loading, deprecations), hidden by default."),
 ) -> None:
+    from sentidistill.utils.cli import quiet_third_party
+
+    quiet_third_party(verbose)
     import uvicorn
 
     from sentidistill.serve.app import create_app
@@ -101,6 +106,8 @@ def predict_command(
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     backend: str = typer.Option("torch", help="torch | onnx."),
     target: str | None = typer.Option(None, help="Stance target for every text (stance tasks)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show third-party warnings and logs "
+                                 "(weight loading, deprecations), hidden by default."),
 ) -> None:
     """Analyse texts with a student and print one JSON object per line.
 
@@ -112,6 +119,9 @@ def predict_command(
 
       sentidistill predict --file reviews.jsonl --task aspects --backend onnx --model runs/demo/onnx
     """
+    from sentidistill.utils.cli import quiet_third_party
+
+    quiet_third_party(verbose)
     from sentidistill.serve.predict import predict
 
     items = _read_inputs(texts or [], file)

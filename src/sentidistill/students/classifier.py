@@ -27,7 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ class ClassifierStudent(PreTrainedModel):
     config_class = ClassifierStudentConfig
     base_model_prefix = "classifier"
     supports_gradient_checkpointing = False
-    _no_split_modules: list[str] = []
+    _no_split_modules: ClassVar[list[str]] = []
 
     def __init__(self, config: ClassifierStudentConfig) -> None:
         super().__init__(config)
@@ -267,9 +267,11 @@ def build_classifier(
         dropout=dropout, max_seq_length=max_length, head_scale=head_scale, encoder_source=encoder,
     )
     model = ClassifierStudent(cfg)
-    missing, unexpected = model.encoder.load_state_dict(enc.state_dict(), strict=False)
-    if missing:
-        raise InputError(f"encoder weights did not load: missing {missing[:5]}", field="student.model")
+    try:
+        model.encoder.load_state_dict(enc.state_dict())
+    except RuntimeError as exc:  # missing or unexpected keys: the config did not rebuild the same encoder
+        raise InputError(f"encoder weights of {encoder} did not load into the classifier: {str(exc)[:300]}",
+                         field="classifier.encoder") from None
     if head_init == "label_embeddings":
         enc.eval()
         for i, t in enumerate(cfg.tasks):
