@@ -469,14 +469,12 @@ class ClassifierAdapter:
 
     def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
                rows: list[dict[str, Any]] | None = None) -> list[Answer]:
-        from sentidistill.bench import get_task
         from sentidistill.students.classifier import classifier_input
 
         if rows is None:
             raise InputError("the classifier student scores rows, not prompts", field="rows",
                              expected="the benchmark rows (text, target)")
-        labels = list(get_task(task).labels) if task else words
-        probs = self.model.predict_proba(self.tok, task, [classifier_input(r) for r in rows], labels=labels,
+        probs = self.model.predict_proba(self.tok, task, [classifier_input(r) for r in rows], labels=words,
                                          head=self.head, batch_size=self.batch_size)
         with np.errstate(divide="ignore"):
             logp = np.log(probs)

@@ -150,8 +150,9 @@ def build_soft_label_corpus(
     out = Path(out)
     stats = SoftLabelStats(path=str(out), calibration=cfg.calibration, prompt_variants=cfg.prompt_variants)
     all_rows: list[dict[str, Any]] = []
-    for name in cfg.tasks:
-        task = get_task(name)
+    for spec in cfg.tasks:
+        task = get_task(spec)
+        name = task.name  # a user's YAML task is given by path; rows and priors are keyed by its name
         if task.kind != "classification":
             raise InputError(f"soft labels need a classification task; '{name}' is {task.kind}",
                              field="soft_labels.tasks", expected="classification tasks")

@@ -127,8 +127,8 @@ class ClassifierStudent(PreTrainedModel):
                              expected=f"one of {self.task_names}") from None
 
     def head_for(self, task: str, labels: Sequence[str], *, head: str | None = None) -> tuple[int, list[int]]:
-        """The head that answers ``task`` with label names ``labels``, and for each of those labels the index
-        of the matching label in that head. Order of preference: ``head`` if given; the head named ``task``;
+        """The head that answers ``task`` with label names (or label words) ``labels``, and for each of those
+        labels the index of the matching label in that head. Order of preference: ``head`` if given; the head named ``task``;
         a head whose label set is the same set (case-insensitive), the first such in training order.
         Raises ``InputError`` listing the heads when none fits."""
         want = [str(x).lower() for x in labels]
@@ -139,9 +139,11 @@ class ClassifierStudent(PreTrainedModel):
                     raise InputError(f"no head named '{head}'", field="head", expected=f"one of {self.task_names}")
                 continue
             i = self.task_index(name)
-            have = [str(x).lower() for x in self.config.tasks[i]["labels"]]
-            if sorted(have) == sorted(want):
-                return i, [have.index(w) for w in want]
+            spec = self.config.tasks[i]
+            for names in (spec["labels"], spec.get("words") or spec["labels"]):  # label names, or label words
+                have = [str(x).lower() for x in names]
+                if sorted(have) == sorted(want):
+                    return i, [have.index(w) for w in want]
             if name == task or head:
                 raise InputError(f"head '{name}' has labels {self.config.tasks[i]['labels']}, the task asks for "
                                  f"{list(labels)}", field="labels", expected="the same label set")
