@@ -59,6 +59,7 @@ SOFT_LABEL_SCHEMA = pa.schema([
     ("split", pa.string()),  # train | dev (dev: early stopping on agreement with the teacher)
     ("weight", pa.float64()),  # class-balancing weight (mean 1 over a task's training rows)
     ("via", pa.string()),  # exact | logprobs | text: how the teacher's scores were read
+    ("gold", pa.string()),  # a gold label name where a user has one (adds the CE term); null when label-free
 ])
 
 # Instruction variants for prompt ensembling (variant 0 is the task's own instruction, i.e. the benchmark's
