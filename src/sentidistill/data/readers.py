@@ -146,6 +146,12 @@ def _read_json_list(path: Path, encoding: str | None = None) -> list[Any]:
     return data
 
 
+def read_json_list(path: str | Path) -> list[Any]:
+    """The items of a JSON list file (UTF-8, BOM tolerated); InputError for a missing file, bad UTF-8 or JSON
+    (with the line), or a top level that is not a list. The one JSON-list reader (SentiBench, FSA)."""
+    return _read_json_list(_need_file(path))
+
+
 # -- SentiBench JSON lists ---------------------------------------------------------------------------
 
 def _sentibench_item(item: Any) -> Record:
