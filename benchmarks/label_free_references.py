@@ -63,7 +63,7 @@ class TfidfLRAdapter:
 def gold_rows(run: Path, data_dir: Path | None) -> list[dict[str, Any]]:
     """The run's soft-label corpus rows with their gold labels looked up by id in the train splits."""
     from sentidistill.bench import get_task
-    from sentidistill.distill.soft_labels import read_soft_labels
+    from sentidistill.data.soft_label_corpus import read_soft_labels
 
     rows = read_soft_labels(run / "corpus" / "soft_labels.parquet")
     by_task: dict[str, dict[str, str]] = {}
@@ -89,9 +89,9 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from sentidistill.bench import list_tasks, run_bench
-    from sentidistill.bench.models import ClassifierAdapter
+    from sentidistill.bench.models import HFModelAdapter
     from sentidistill.config import load_config
-    from sentidistill.distill.soft_labels import write_soft_labels
+    from sentidistill.data.soft_label_corpus import write_soft_labels
     from sentidistill.students.classifier import classifier_input
     from sentidistill.train.classifier import train_classifier
 
@@ -125,7 +125,7 @@ def main() -> None:
         t0 = time.perf_counter()
         final = train_classifier(corpus, args.run / "models" / "ref_minilm_gold", ccfg, seed=cfg.seed)
         train_s = time.perf_counter() - t0
-        m = run_bench(ClassifierAdapter(final, name="MiniLM fine-tuned on gold labels"), tasks,
+        m = run_bench(HFModelAdapter(str(final), kind="classifier", batch_size=64), tasks,
                       out_dir=args.run / "bench" / "ref_minilm_gold", model_name="MiniLM fine-tuned on gold labels",
                       **bench_kw)
         table.append(("MiniLM fine-tuned on gold labels", m["sentibench_score"], train_s))

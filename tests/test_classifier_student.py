@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sentidistill.config import ClassifierConfig, TrainingConfig
-from sentidistill.distill.soft_labels import write_soft_labels
+from sentidistill.data.soft_label_corpus import write_soft_labels
 from sentidistill.errors import InputError
 from sentidistill.students.classifier import (
     build_classifier,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sentidistill.config import validate_config
-from sentidistill.distill.soft_labels import read_soft_label_stats, read_soft_labels
+from sentidistill.data.soft_label_corpus import read_soft_label_stats, read_soft_labels
 from sentidistill.pipeline import run_pipeline
 from teacher_server import running_server, server_stats
 from test_classifier_student import build_tiny_encoder

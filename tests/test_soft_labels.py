@@ -20,7 +20,7 @@ from sentidistill.distill.curation import curate
 from sentidistill.errors import InputError
 from sentidistill.teacher.restricted import case_variants, response_label_logprobs
 from sentidistill.teacher.types import TeacherResponse
-from sentidistill.train.label_losses import label_ce, soft_label_kl
+from sentidistill.train.losses import label_ce, soft_label_kl
 
 # -- calibration ------------------------------------------------------------------------------------
 
@@ -249,7 +249,8 @@ metric: macro_f1
 @pytest.mark.parametrize("calibration", ["batch", "contextual", "none"])
 def test_soft_label_corpus_calibrates_without_gold(tmp_path, calibration):
     from sentidistill.config import SoftLabelsConfig
-    from sentidistill.distill.soft_labels import build_soft_label_corpus, read_soft_labels
+    from sentidistill.data.soft_label_corpus import read_soft_labels
+    from sentidistill.distill.soft_labels import build_soft_label_corpus
 
     task = _toy_task(tmp_path)
     cfg = SoftLabelsConfig(enabled=True, tasks=[str(task)], n_per_task=None, calibration=calibration,

@@ -121,13 +121,15 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_before"
                 stage("bench_classifier_before", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init)))
+                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init),
+                                         kind="classifier"))
             stage("train_classifier", [classifier_final / "model.safetensors"],
                   lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init))
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_after"
                 stage("bench_classifier_after", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final)))
+                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final),
+                                         kind="classifier"))
 
         # 4. The generative student before distillation.
         if cfg.bench.enabled and cfg.bench.include_student_before and (
@@ -214,7 +216,7 @@ def _teach_soft(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir:
 
 def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
     """The untrained classifier student (heads from label embeddings), saved for the 'before' bench."""
-    from sentidistill.distill.soft_labels import read_soft_labels
+    from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students.classifier import build_classifier, save_classifier
     from sentidistill.train.classifier import _task_table
 
@@ -244,23 +246,22 @@ def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method:
 
 
 def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
-           model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None) -> dict:
+           model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None,
+           kind: str | None = None) -> dict:
     from sentidistill.bench import list_tasks, run_bench
-    from sentidistill.bench.models import CalibratedAdapter, ClassifierAdapter, HFModelAdapter, TeacherAdapter
-    from sentidistill.students.classifier import is_classifier_checkpoint
+    from sentidistill.bench.models import CalibratedAdapter, HFModelAdapter, TeacherAdapter
 
     tasks = cfg.bench.tasks or list_tasks(cfg.bench.suite)
     if teacher is not None:
         adapter = TeacherAdapter(teacher.get())
         if priors is not None:
-            from sentidistill.distill.soft_labels import read_soft_label_stats
+            from sentidistill.data.soft_label_corpus import read_soft_label_stats
 
             stats = read_soft_label_stats(priors)
             adapter = CalibratedAdapter(adapter, {t: v["log_prior"] for t, v in stats["tasks"].items()})
-    elif model is not None and is_classifier_checkpoint(model):
-        adapter = ClassifierAdapter(model, name=label)
     else:
-        adapter = HFModelAdapter(model, kind=cfg.student.kind, max_length=cfg.student.max_source_length)
+        adapter = HFModelAdapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length,
+                                 batch_size=64 if kind == "classifier" else 8)
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
         scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label, max_chars=cfg.bench.max_chars,

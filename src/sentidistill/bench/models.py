@@ -139,7 +139,8 @@ class HFModelAdapter:
         texts = [str(r.get("text", "")) for r in rows] if rows is not None else None
         all_scores = self.student.label_scores(words, prompts=prompts, task=task or None, texts=texts,
                                                first_token=self.first_token, batch_size=self.batch_size,
-                                               max_length=self.max_length, prompt_style=self.prompt_style)
+                                               max_length=self.max_length, prompt_style=self.prompt_style,
+                                               rows=rows)
         answers = []
         for scores in all_scores:
             best = max(range(len(words)), key=lambda j: scores[j])
@@ -328,53 +329,6 @@ class CalibratedAdapter:
         self.inner.close()
 
 
-class ClassifierAdapter:
-    """A ``classifier`` student (:mod:`sentidistill.students.classifier`) on the benchmark: class
-    probabilities from the raw rows (no prompt, no generation). A task it was not trained on is answered by
-    the head whose label set the task's labels map onto (or ``head``)."""
-
-    prompt_style: Literal["plain", "chat"] = "plain"
-
-    def __init__(self, path: str | Path, *, head: str | None = None, batch_size: int = 64,
-                 name: str | None = None) -> None:
-        from sentidistill.students.classifier import load_classifier
-
-        self.path = Path(path)
-        self.model, self.tok = load_classifier(self.path)
-        self.name = name or str(path)
-        self.kind = "classifier"
-        self.head = head
-        self.batch_size = batch_size
-        self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
-
-    def fingerprint(self) -> dict[str, Any]:
-        weights = self.path / "model.safetensors"
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:32] if weights.is_file() else None
-        return {"adapter": "classifier", "path": str(self.path.resolve()), "weights": digest, "head": self.head}
-
-    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
-                 stop: list[str] | None = None) -> list[str]:
-        raise InputError(f"the classifier student cannot generate (task '{task}')", field="scoring",
-                         expected="restricted scoring of a classification task")
-
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
-               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
-        from sentidistill.students.classifier import classifier_input
-
-        if rows is None:
-            raise InputError("the classifier student scores rows, not prompts", field="rows",
-                             expected="the benchmark rows (text, target)")
-        probs = self.model.predict_proba(self.tok, task, [classifier_input(r) for r in rows], labels=words,
-                                         head=self.head, batch_size=self.batch_size)
-        with np.errstate(divide="ignore"):
-            logp = np.log(probs)
-        return [Answer(text=words[int(np.argmax(p))], scores=[float(x) for x in lp])
-                for p, lp in zip(probs, logp, strict=True)]
-
-    def close(self) -> None:
-        pass
-
-
 def label_scores_from_logprobs(logprobs: list[Any], words: list[str]) -> tuple[list[float | None], list[tuple[str, float]]]:
     """Label scores from a generated answer's per-token top-k (``TeacherResponse.logprobs``).
 
@@ -489,10 +443,7 @@ def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size
     ``prompt_style`` (HF models): ``auto`` = chat for a causal model with a chat template, else plain."""
     if spec.startswith("replay:"):
         return ReplayAdapter(spec.split(":", 1)[1])
-    from sentidistill.students.classifier import is_classifier_checkpoint
 
-    if is_classifier_checkpoint(spec):
-        return ClassifierAdapter(spec, batch_size=max(batch_size, 32))
     if spec.startswith("openai:"):
         from sentidistill.config import TeacherConfig
         from sentidistill.teacher import build_teacher

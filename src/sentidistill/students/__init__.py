@@ -5,7 +5,8 @@
 >>> s.generate(["analyse sentiment: great food"], max_new_tokens=16)  # doctest: +SKIP
 
 Kinds (``student.kind`` in a config; ``auto`` detects): ``seq2seq``, ``causal``, ``gguf`` (a GGUF file
-converted once, then causal), ``builtin`` (the offline MiniLM encoder-decoder). This package is the one
+converted once, then causal), ``builtin`` (the offline MiniLM encoder-decoder), ``classifier`` (an encoder
++ one head per task, trained on soft labels; it does not generate). This package is the one
 place that asks which architecture a model has (:func:`detect_kind`, :func:`student_for`).
 """
 
@@ -23,6 +24,7 @@ STUDENTS = Registry("student", {
     "causal": "sentidistill.students.causal:CausalStudent",
     "gguf": "sentidistill.students.gguf:GGUFStudent",
     "builtin": "sentidistill.students.builtin:BuiltinStudent",
+    "classifier": "sentidistill.students.classifier:ClassifierKind",
 })
 
 #: Spec prefixes that name a kind without reading any file.
