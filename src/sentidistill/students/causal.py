@@ -75,15 +75,13 @@ class CausalStudent(HFGenerativeStudent):
     def answer_end(self, prompt_style: str) -> str:
         return "\n" if prompt_style == "plain" else (self.tokenizer.eos_token or "")
 
-    def loglikelihood(self, prompts: list[str], continuations: list[str], *, first_token: bool = False,
-                      n_tokens: list[int] | None = None, max_length: int = 1024) -> list[float]:
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str], *,
+                          n_tokens: list[int] | None = None, max_length: int = 1024) -> torch.Tensor:
         seqs, n_cont = [], []
         for i, (p, c) in enumerate(zip(prompts, continuations, strict=True)):
             ctx = self._encode(p, True)
             cont = self.continuation_ids(c)
-            if first_token:
-                cont = cont[:1]
-            elif n_tokens is not None:
+            if n_tokens is not None:
                 cont = cont[: n_tokens[i]]
             ctx = ctx[-max(1, max_length - len(cont)):]  # keep the end of the prompt (the query)
             seqs.append(ctx + cont)
@@ -106,8 +104,8 @@ class CausalStudent(HFGenerativeStudent):
         for b, n in enumerate(n_cont):
             targets = ids[b, width - n:]
             rows = logp[b, keep - 1 - n:, :]
-            scores.append(float(rows.gather(-1, targets.unsqueeze(-1)).sum()))
-        return scores
+            scores.append(rows.gather(-1, targets.unsqueeze(-1)).sum())
+        return torch.stack(scores)
 
     # -- export --------------------------------------------------------------------------------------
     def export_onnx(self, folder: Path) -> tuple[dict[str, str], dict[str, Any]]:

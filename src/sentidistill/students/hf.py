@@ -126,11 +126,22 @@ class HFGenerativeStudent(Student):
             lengths.append(max(1, min(len(a), shared + 1)))  # up to the first token no other label shares
         return conts, lengths
 
+    def sequence_logprobs(self, prompts: Sequence[str], continuations: Sequence[str], *,
+                          n_tokens: Sequence[int] | None = None, max_length: int = 1024) -> torch.Tensor:
+        """``[N]`` tensor: log P(continuation | prompt) per pair (rendered text prompts; natural log summed over
+        the continuation's tokens, or over its first ``n_tokens[i]``), differentiable (training uses it for
+        the ``label_kl`` loss of generative students; :meth:`loglikelihood` is its inference wrapper)."""
+        raise NotImplementedError
+
     def loglikelihood(self, prompts: Sequence[str], continuations: Sequence[str], *, first_token: bool = False,
                       n_tokens: Sequence[int] | None = None, max_length: int = 1024) -> list[float]:
         """log P(continuation | prompt) per pair (rendered text prompts; natural log summed over the
         continuation's tokens, or over its first ``n_tokens[i]``, or its first one with ``first_token``)."""
-        raise NotImplementedError
+        if first_token:
+            n_tokens = [1] * len(prompts)
+        with torch.inference_mode():
+            return [float(x) for x in self.sequence_logprobs(prompts, continuations, n_tokens=n_tokens,
+                                                             max_length=max_length)]
 
     def label_scores(self, labels: Sequence[str], *, prompts: Sequence[Prompt] | None = None,
                      task: str | None = None, texts: Sequence[str] | None = None, first_token: bool = False,

@@ -86,8 +86,8 @@ class Seq2SeqStudent(HFGenerativeStudent):
     def continuation_ids(self, continuation: str) -> list[int]:
         return self._encode(continuation.strip(), False)
 
-    def loglikelihood(self, prompts: list[str], continuations: list[str], *, first_token: bool = False,
-                      n_tokens: list[int] | None = None, max_length: int = 1024) -> list[float]:
+    def sequence_logprobs(self, prompts: list[str], continuations: list[str], *,
+                          n_tokens: list[int] | None = None, max_length: int = 1024) -> torch.Tensor:
         tok = self.tokenizer
         old_side = tok.truncation_side
         tok.truncation_side = "left"  # keep the query, drop the oldest demonstrations
@@ -96,7 +96,7 @@ class Seq2SeqStudent(HFGenerativeStudent):
         labels_list = []
         for i, c in enumerate(continuations):
             ids = self.continuation_ids(c)
-            labels_list.append(ids[:1] if first_token else ids[: n_tokens[i]] if n_tokens is not None else ids)
+            labels_list.append(ids[: n_tokens[i]] if n_tokens is not None else ids)
         width = max(len(x) for x in labels_list)
         labels = torch.tensor([x + [-100] * (width - len(x)) for x in labels_list])
         dev = self.device
@@ -105,7 +105,7 @@ class Seq2SeqStudent(HFGenerativeStudent):
         logp = torch.log_softmax(out.logits.float(), dim=-1)
         safe = labels.clamp(min=0).to(dev)
         tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * (labels != -100).to(dev)
-        return [float(x) for x in tok_lp.sum(-1)]
+        return tok_lp.sum(-1)
 
     # -- export --------------------------------------------------------------------------------------
     def decoder_start(self) -> int:
