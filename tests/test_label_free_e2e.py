@@ -21,8 +21,8 @@ NEG = ["terrible", "boring", "dull", "tedious", "painful"]
 FILL = ["the film", "our dinner", "this book", "the show", "that hotel", "the plot", "my stay"]
 
 
-def _write_task(tmp: Path, n_train: int = 160, n_test: int = 60) -> Path:
-    rng = random.Random(0)
+def _write_task(tmp: Path, n_train: int = 160, n_test: int = 60, name: str = "toy_reviews", seed: int = 0) -> Path:
+    rng = random.Random(seed)
 
     def rows(n: int) -> list[dict]:
         out = []
@@ -34,17 +34,17 @@ def _write_task(tmp: Path, n_train: int = 160, n_test: int = 60) -> Path:
         return out
 
     for split, n in (("train", n_train), ("test", n_test)):
-        with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as f:
+        with (tmp / f"{name}.{split}.jsonl").open("w", encoding="utf-8") as f:
             for r in rows(n):
                 f.write(json.dumps(r) + "\n")
-    task = tmp / "toy_reviews.yaml"
+    task = tmp / f"{name}.yaml"
     task.write_text(f"""
-name: toy_reviews
+name: {name}
 category: basic
 kind: classification
 loader:
   format: jsonl
-  splits: {{train: {tmp / 'train.jsonl'}, test: {tmp / 'test.jsonl'}}}
+  splits: {{train: {tmp / (name + '.train.jsonl')}, test: {tmp / (name + '.test.jsonl')}}}
   options: {{text_field: review, label_field: sentiment}}
 labels:
   - {{name: negative}}
@@ -63,6 +63,7 @@ def encoder(tmp_path_factory) -> Path:
 
 def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkeypatch):
     task = _write_task(tmp_path)
+    unseen = _write_task(tmp_path, n_train=10, n_test=40, name="toy_unseen", seed=5)  # same labels, never taught
     monkeypatch.setenv("TOY_TEACHER_KEY", "sk-toy-secret-123")
     with running_server() as url:
         raw = {
@@ -74,7 +75,8 @@ def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkey
                            "training": {"epochs": 30, "learning_rate": 5e-3, "batch_size": 16, "eval_steps": 8,
                                         "save_steps": 8, "logging_steps": 100}},
             "knowdist": {"enabled": False}, "icldist": {"enabled": False},
-            "bench": {"tasks": [str(task)], "shots": 0, "limit": 60, "bootstrap": 200},
+            "bench": {"tasks": [str(task)], "shots": 0, "limit": 60, "bootstrap": 200,
+                      "unseen_tasks": [str(unseen)]},
         }
         cfg = validate_config(raw)
         result = run_pipeline(cfg)
@@ -87,7 +89,8 @@ def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkey
         assert stats["tasks"]["toy_reviews"]["via"] == {"logprobs": 150}
         assert len(rows) == 150 and all("gold" not in r or r.get("gold") is None for r in rows)
         assert {r["split"] for r in rows} == {"train", "dev"}
-        assert sent == 150 + 60  # the pool, then the 60 test items; the calibrated bench is all cache hits
+        # The pool, the 60 test items (the calibrated bench is all cache hits), the 40 unseen-task items.
+        assert sent == 150 + 60 + 40
         m = result.metrics
         teacher = m["teacher"]["tasks"]["toy_reviews"]["score"]
         before = m["classifier_before"]["tasks"]["toy_reviews"]["score"]
@@ -97,7 +100,12 @@ def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkey
         summary = json.loads((run / "models" / "classifier" / "training_summary.json").read_text())
         assert summary["best_teacher_agreement"] >= 0.9
         assert summary["global_step"] < 30 * 8  # 120 training rows at batch 16 = 8 steps/epoch: stopped early
-        assert "classifier student (after)" in (run / "report.md").read_text()
+        report = (run / "report.md").read_text()
+        assert "classifier student (after)" in report and "Unseen tasks" in report
+        unseen_scores = json.loads((run / "bench_unseen" / "summary.json").read_text())
+        # The classifier answers the unseen task through the head with the same label set.
+        assert unseen_scores["classifier student (after)"]["toy_unseen"] >= 0.9
+        assert unseen_scores["teacher"]["toy_unseen"] >= 0.95
         # Rerun: every stage is recognised as done and the teacher is not asked again.
         again = run_pipeline(cfg)
         assert "teach_soft" in again.skipped and "train_classifier" in again.skipped

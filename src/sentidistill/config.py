@@ -138,6 +138,9 @@ class SoftLabelsConfig(_Section):
     balance: Literal["none", "weight", "downsample"] = Field("weight", description="Class balancing by the calibrated teacher label: inverse-frequency weights, downsampling, or none.")
     dev_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Teacher-labelled dev slice per task, for early stopping on agreement with the teacher.")
     top_logprobs: int = Field(20, ge=1, le=20, description="k of top-k log-probs for endpoints that cannot score labels exactly.")
+    train_generative: bool = Field(False, description="Also train the generative `student` on the same soft labels (label-distribution KL over the label words' sequence likelihoods) and bench it.")
+    generative_training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
+    generative_temperature: float = Field(1.0, gt=0.0, description="Temperature of the generative student's label-distribution KL.")
 
 
 class ClassifierConfig(_Section):
@@ -171,6 +174,7 @@ class BenchConfig(_Section):
                            "differences in the report (0 = none).")
     include_teacher: bool = True
     include_student_before: bool = True
+    unseen_tasks: list[str] = Field(default_factory=list, description="Tasks (names or YAML files) no corpus saw, scored by every model that can answer them (a classifier through a head with the same label set), reported apart from the mean.")
 
 
 class FinetuneEvalConfig(_Section):
