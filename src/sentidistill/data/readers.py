@@ -457,13 +457,14 @@ def _delimited_rows(path: Path, delimiter: str, quoting: str, encoding: str | No
     kind = "tab" if delimiter == "\t" else "comma"
     records: list[tuple[int, list[str]]] = []
     if quoting == "none":
-        records = [(i, ln.split(delimiter)) for i, ln in _lines(text) if ln.strip()]
+        # Only blank lines are skipped; a line of empty fields is a record (and then an error naming it).
+        records = [(i, ln.split(delimiter)) for i, ln in _lines(text) if ln.strip() or delimiter in ln]
     elif quoting == "csv":
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
         start = 1
         try:
             for fields in reader:
-                if any(f.strip() for f in fields):
+                if fields:  # csv yields [] for a blank line only
                     records.append((start, fields))
                 start = reader.line_num + 1
         except csv.Error as exc:
