@@ -300,6 +300,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 _PATH_FIELDS = [("data_dir",), ("runs_dir",), ("teacher", "replay_path"), ("knowdist", "replay_path")]
+_TASK_LIST_FIELDS = [("bench", "tasks"), ("bench", "unseen_tasks"), ("soft_labels", "tasks"), ("icldist", "tasks")]
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
@@ -313,3 +314,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
                 continue  # relative to the working directory and present there
             if not p.is_absolute():
                 node[keys[-1]] = str((base / p).resolve()) if keys != ("runs_dir",) else str(p)
+    # Task lists may name a user's YAML task file: relative to the config file when it is there.
+    for section, key in _TASK_LIST_FIELDS:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), list):
+            node[key] = [str((base / t).resolve()) if isinstance(t, str) and t.endswith((".yaml", ".yml"))
+                         and not Path(t).is_absolute() and (base / t).is_file() else t for t in node[key]]
