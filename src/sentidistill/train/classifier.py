@@ -148,6 +148,67 @@ def _trainer_class() -> type:
     return SoftLabelTrainer
 
 
+def split_corpus(rows: list[dict[str, Any]], corpus: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, dev rows) of a soft-label corpus. Raises InputError when either is empty."""
+    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    dev_rows = [r for r in rows if r.get("split") == "dev"]
+    if not train_rows:
+        raise InputError(f"{corpus}: no training rows", field="split", expected="rows with split 'train'")
+    if not dev_rows:
+        raise InputError(f"{corpus}: no dev rows for early stopping", field="split",
+                         expected="rows with split 'dev' (soft_labels.dev_fraction > 0)")
+    return train_rows, dev_rows
+
+
+def early_stopping_args(out_dir: Path, tc: Any, n_train: int, *, seed: int, eval_batch_size: int,
+                        label_names: list[str] | None = None) -> Any:
+    """``TrainingArguments`` for soft-label training: evaluation and checkpoints every ``tc.eval_steps``
+    (default: twice per epoch), the best checkpoint by dev ``teacher_agreement`` kept and loaded at the end."""
+    from transformers import TrainingArguments
+
+    from sentidistill.train.engine import resolve_precision
+
+    precision = resolve_precision(tc.precision)
+    steps_per_epoch = max(1, -(-n_train // (tc.batch_size * tc.gradient_accumulation_steps)))
+    eval_steps = tc.eval_steps or max(10, steps_per_epoch // 2)
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=tc.batch_size,
+        per_device_eval_batch_size=eval_batch_size, gradient_accumulation_steps=tc.gradient_accumulation_steps,
+        learning_rate=tc.learning_rate, num_train_epochs=tc.epochs, max_steps=tc.max_steps,
+        weight_decay=tc.weight_decay,
+        warmup_steps=tc.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=max(2, tc.save_total_limit), load_best_model_at_end=True,
+        metric_for_best_model="teacher_agreement", greater_is_better=True, logging_steps=tc.logging_steps,
+        remove_unused_columns=False, label_names=label_names, report_to=tc.report_to or [], seed=seed,
+        data_seed=seed, dataloader_num_workers=tc.dataloader_num_workers,
+        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", fp16=precision == "fp16",
+        disable_tqdm=True,
+    )
+
+
+def fit_early_stopped(trainer: Any, out_dir: Path, t0: float, **info: Any) -> dict[str, Any]:
+    """Evaluate on dev, train (resuming from the last checkpoint in ``out_dir/checkpoints``), evaluate the
+    best checkpoint; returns the summary (steps, dev agreement before/after, wall seconds) after writing it to
+    ``out_dir/training_summary.json``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = out_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    before = trainer.evaluate() if last is None else {}
+    trainer.train(resume_from_checkpoint=last)
+    after = trainer.evaluate()
+    keep = lambda m: {k: v for k, v in m.items() if "agreement" in k or "accuracy" in k}  # noqa: E731
+    summary = {
+        **info, "global_step": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_teacher_agreement": trainer.state.best_metric, "dev_before": keep(before), "dev_after": keep(after),
+        "resumed_from": last, "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    atomic_write_json(out_dir / "training_summary.json", summary)
+    log.info("%s: %s", out_dir.name, json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
+    return summary
+
+
 def train_classifier(
     corpus: str | Path, out_dir: str | Path, cfg: Any, *, seed: int = 42, init_from: str | None = None,
 ) -> Path:
@@ -159,8 +220,7 @@ def train_classifier(
     checkpoint in ``out_dir/checkpoints``. Writes ``out_dir/final`` (safetensors) and
     ``out_dir/training_summary.json`` (steps, best dev agreement before/after, wall seconds). Raises
     ``InputError`` when the corpus has no training or no dev rows."""
-    from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import EarlyStoppingCallback
 
     from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students.classifier import build_classifier, load_classifier, save_classifier
@@ -168,13 +228,7 @@ def train_classifier(
     t0 = time.perf_counter()
     corpus, out_dir = Path(corpus), Path(out_dir)
     rows = read_soft_labels(corpus)
-    train_rows = [r for r in rows if r.get("split", "train") == "train"]
-    dev_rows = [r for r in rows if r.get("split") == "dev"]
-    if not train_rows:
-        raise InputError(f"{corpus}: no training rows", field="split", expected="rows with split 'train'")
-    if not dev_rows:
-        raise InputError(f"{corpus}: no dev rows for early stopping", field="split",
-                         expected="rows with split 'dev' (soft_labels.dev_fraction > 0)")
+    train_rows, dev_rows = split_corpus(rows, corpus)
     tasks = _task_table(rows)
     if init_from:
         model, tok = load_classifier(init_from)
@@ -187,52 +241,21 @@ def train_classifier(
     names = model.task_names
     train_ds = encode_rows(train_rows, tok, names, model.k_max, cfg.max_length)
     dev_ds = encode_rows(dev_rows, tok, names, model.k_max, cfg.max_length)
-    from sentidistill.train.engine import resolve_precision
-
-    tc = cfg.training
-    precision = resolve_precision(tc.precision)
-    ckpt_dir = out_dir / "checkpoints"
-    steps_per_epoch = max(1, -(-len(train_ds) // (tc.batch_size * tc.gradient_accumulation_steps)))
-    eval_steps = tc.eval_steps or max(10, steps_per_epoch // 2)
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=tc.batch_size, per_device_eval_batch_size=128,
-        gradient_accumulation_steps=tc.gradient_accumulation_steps, learning_rate=tc.learning_rate,
-        num_train_epochs=tc.epochs, max_steps=tc.max_steps, weight_decay=tc.weight_decay,
-        warmup_steps=tc.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
-        save_steps=eval_steps, save_total_limit=max(2, tc.save_total_limit), load_best_model_at_end=True,
-        metric_for_best_model="teacher_agreement", greater_is_better=True, logging_steps=tc.logging_steps,
-        remove_unused_columns=False, label_names=LABEL_NAMES, report_to=tc.report_to or [], seed=seed,
-        data_seed=seed, dataloader_num_workers=tc.dataloader_num_workers,
-        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", fp16=precision == "fp16",
-        disable_tqdm=True,
-    )
+    args = early_stopping_args(out_dir, cfg.training, len(train_ds), seed=seed, eval_batch_size=128,
+                               label_names=LABEL_NAMES)
 
     def compute_metrics(ep: Any) -> dict[str, float]:
         logits = ep.predictions[0] if isinstance(ep.predictions, tuple) else ep.predictions
         _, task_ids, teacher_label = ep.label_ids
         return agreement_metrics(np.asarray(logits), np.asarray(task_ids), np.asarray(teacher_label), tasks)
 
-    trainer_cls = _trainer_class()
-    trainer = trainer_cls(
+    trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds, data_collator=SoftLabelCollator(tok),
         compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
     )
     trainer.loss_weights = {"label_kl": cfg.kl_weight, "label_ce": cfg.ce_weight}
     trainer.temperature = cfg.temperature
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    before = trainer.evaluate() if last is None else {}
-    trainer.train(resume_from_checkpoint=last)
-    after = trainer.evaluate()
+    fit_early_stopped(trainer, out_dir, t0, train_rows=len(train_ds), dev_rows=len(dev_ds),
+                      tasks=[t["name"] for t in tasks])
     final = save_classifier(trainer.model, tok, out_dir / "final")
-    summary = {
-        "train_rows": len(train_ds), "dev_rows": len(dev_ds), "tasks": [t["name"] for t in tasks],
-        "global_step": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_teacher_agreement": trainer.state.best_metric,
-        "dev_before": {k: v for k, v in before.items() if "agreement" in k or "accuracy" in k},
-        "dev_after": {k: v for k, v in after.items() if "agreement" in k or "accuracy" in k},
-        "resumed_from": last, "wall_s": round(time.perf_counter() - t0, 2),
-    }
-    atomic_write_json(out_dir / "training_summary.json", summary)
-    log.info("classifier: %s", json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
     return final

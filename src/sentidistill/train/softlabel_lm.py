@@ -16,7 +16,6 @@ Rush 2016, restricted to the task's label set as in SentiBench's restricted scor
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 
 from sentidistill.errors import InputError
-from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +139,24 @@ def train_generative_on_soft_labels(
     early-stops on dev agreement with the teacher (``patience`` evaluations). Writes
     ``out_dir/training_summary.json``. Raises InputError for a student kind that cannot generate, a corpus
     without training or dev rows, or tasks missing from the registry."""
+    import shutil
+
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers import EarlyStoppingCallback
 
     from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students import load_student
-    from sentidistill.train.classifier import agreement_metrics
-    from sentidistill.train.engine import resolve_precision
+    from sentidistill.train.classifier import (
+        agreement_metrics,
+        early_stopping_args,
+        fit_early_stopped,
+        split_corpus,
+    )
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     rows = read_soft_labels(corpus)
-    train_rows = [r for r in rows if r.get("split", "train") == "train"]
-    dev_rows = [r for r in rows if r.get("split") == "dev"]
-    if not train_rows or not dev_rows:
-        raise InputError(f"{corpus}: needs training and dev rows", field="split", expected="train and dev rows")
+    train_rows, dev_rows = split_corpus(rows, Path(corpus))
     student = load_student(student_spec, kind)
     if not student.can_generate:
         raise InputError(f"a {student.kind} student learns soft labels with the classifier trainer",
@@ -166,20 +166,7 @@ def train_generative_on_soft_labels(
     tasks = [{"name": n, "labels": next(r["labels"] for r in rows if r["task"] == n)} for n in task_names]
     train_ds = Dataset.from_list(build_rows(train_rows, student, task_names))
     dev_ds = Dataset.from_list(build_rows(dev_rows, student, task_names))
-    precision = resolve_precision(training.precision)
-    steps_per_epoch = max(1, -(-len(train_ds) // (training.batch_size * training.gradient_accumulation_steps)))
-    eval_steps = training.eval_steps or max(10, steps_per_epoch // 2)
-    args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=training.batch_size,
-        per_device_eval_batch_size=training.batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
-        learning_rate=training.learning_rate, num_train_epochs=training.epochs, max_steps=training.max_steps,
-        weight_decay=training.weight_decay, warmup_steps=training.warmup_ratio, eval_strategy="steps",
-        eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=max(2, training.save_total_limit), load_best_model_at_end=True,
-        metric_for_best_model="teacher_agreement", greater_is_better=True, logging_steps=training.logging_steps,
-        remove_unused_columns=False, report_to=training.report_to or [], seed=seed, data_seed=seed,
-        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", fp16=precision == "fp16", disable_tqdm=True,
-    )
+    args = early_stopping_args(out_dir, training, len(train_ds), seed=seed, eval_batch_size=training.batch_size)
 
     def compute_metrics(ep: Any) -> dict[str, float]:
         teacher_label, task_ids = ep.label_ids
@@ -190,13 +177,8 @@ def train_generative_on_soft_labels(
         compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
     )
     trainer.student, trainer.temperature, trainer.max_length = student, temperature, max_length
-    ckpt = out_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    before = trainer.evaluate() if last is None else {}
-    trainer.train(resume_from_checkpoint=last)
-    after = trainer.evaluate()
-    import shutil
-
+    fit_early_stopped(trainer, out_dir, t0, student=student_spec, kind=student.kind, train_rows=len(train_ds),
+                      dev_rows=len(dev_ds))
     final, tmp = out_dir / "final", out_dir / ".final.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # as train_student saves: weights (safetensors) + config, main process only
@@ -204,13 +186,4 @@ def train_generative_on_soft_labels(
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_summary.json says the same
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    summary = {
-        "student": student_spec, "kind": student.kind, "train_rows": len(train_ds), "dev_rows": len(dev_ds),
-        "global_step": trainer.state.global_step, "best_teacher_agreement": trainer.state.best_metric,
-        "dev_before": {k: v for k, v in before.items() if "agreement" in k or "accuracy" in k},
-        "dev_after": {k: v for k, v in after.items() if "agreement" in k or "accuracy" in k},
-        "resumed_from": last, "wall_s": round(time.perf_counter() - t0, 2),
-    }
-    atomic_write_json(out_dir / "training_summary.json", summary)
-    log.info("generative student on soft labels: %s", json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
     return final
