@@ -88,7 +88,7 @@ def run_command(
 def quickstart_command(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the public data sets (default: $SENTIDISTILL_DATA_DIR or ../shared/data)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Parent folder of the run directory."),
-    teacher: str = typer.Option("builtin:qwen2.5-coder-0.5b", "--teacher", help="GGUF teacher: builtin:qwen2.5-coder-0.5b (fast, weak) or builtin:qwen2.5-coder-1.5b (stronger, ~3x slower), or a .gguf path."),
+    teacher: str = typer.Option("builtin:qwen2.5-coder-1.5b", "--teacher", help="GGUF teacher: builtin:qwen2.5-coder-1.5b (the default; pip install '.[teacher]'), builtin:qwen2.5-coder-0.5b (~2.5x faster, much weaker; '.[teacher-small]'), or a .gguf path."),
     replay_knowledge: bool = typer.Option(True, "--replay-knowledge/--no-replay-knowledge", help="With KnowDist switched on (--set knowdist.enabled=true): use the 500 released Mixtral-8x7B analyses (in the data dir) instead of the local teacher."),
     set_: list[str] = typer.Option([], "--set", help="Override any config field, e.g. --set bench.limit=50."),
 ) -> None:
