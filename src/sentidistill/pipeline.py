@@ -289,8 +289,7 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
             stats = read_soft_label_stats(priors)
             adapter = CalibratedAdapter(adapter, {t: v["log_prior"] for t, v in stats["tasks"].items()})
     else:
-        adapter = HFModelAdapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length,
-                                 batch_size=64 if kind == "classifier" else 8)
+        adapter = HFModelAdapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length)
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
         scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label, max_chars=cfg.bench.max_chars,
