@@ -159,6 +159,7 @@ def test_corpus_without_dev_rows_is_a_clear_error(tiny_encoder, tmp_path):
         train_classifier(corpus, tmp_path / "x", ClassifierConfig(enabled=True, encoder=str(tiny_encoder)))
 
 
+@pytest.mark.slow  # ~1 min on 2 cores
 def test_generative_student_learns_soft_labels_with_label_kl(tiny_seq2seq_dir, tmp_path):
     """A seq2seq student trained on soft labels: the label-distribution KL falls and the student's
     restricted-scoring answers move to the teacher's labels (checked on the training texts)."""

@@ -61,6 +61,7 @@ def encoder(tmp_path_factory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("enc") / "bert")
 
 
+@pytest.mark.slow  # ~1-2 min on 2 cores: CI runs it with the slow tests
 def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkeypatch):
     task = _write_task(tmp_path)
     unseen = _write_task(tmp_path, n_train=10, n_test=40, name="toy_unseen", seed=5)  # same labels, never taught
