@@ -251,3 +251,23 @@ def test_bench_writes_intervals_and_the_report_pairs_the_models(soup_task, tmp_p
     assert write_report([tmp_path / "teacher", tmp_path / "small"], tmp_path / "rep3", bootstrap=None)
     with pytest.raises(InputError, match="unknown reference"):
         write_report([tmp_path / "teacher"], tmp_path / "rep4", reference="nobody")
+
+
+def test_report_cli_takes_a_reference_and_a_bootstrap_size(soup_task, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from sentidistill.cli import app
+
+    task, data = soup_task
+    for name, good in [("teacher", {"great", "lovely", "tasty", "fine"}), ("student", {"great", "lovely"})]:
+        run_bench(KeywordModel(name, good), [task], shots=0, limit=200, data_dir=data, out_dir=tmp_path / name,
+                  bootstrap=200)
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", str(tmp_path / "teacher"), str(tmp_path / "student"), "--out",
+                              str(tmp_path / "rep"), "--reference", "student", "--bootstrap", "300"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Paired difference vs student" in md and "### teacher − student" in md and "300 resamples" in md
+    res = runner.invoke(app, ["report", str(tmp_path / "teacher"), str(tmp_path / "student"), "--out",
+                              str(tmp_path / "rep0"), "--bootstrap", "0"])
+    assert res.exit_code == 0 and "Paired difference" not in (tmp_path / "rep0" / "report.md").read_text()

@@ -189,7 +189,7 @@ def figures(runs: list[dict[str, Any]], names: list[str], colours: dict[str, str
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=40, ha="right")
     ax.set_ylabel("score (×100), 95% interval")
     ax.set_ylim(*SCORE_AXIS)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # never over a bar
     ax.set_title("Per-task scores")
     out["tasks"] = fig
 
@@ -297,7 +297,7 @@ def paired_section(runs: list[dict[str, Any]], folders: list[Path | None], names
         if mean is not None:
             a = sum(runs[ref]["tasks"][t]["score"] for t in per_task) / len(per_task)
             b = sum(runs[k]["tasks"][t]["score"] for t in per_task) / len(per_task)
-            rows.append([f"mean of {mean.n} tasks", "", _fmt(a), _fmt(b), _fmt_diff(mean),
+            rows.append([f"mean of {mean.n} task{'s' if mean.n > 1 else ''}", "", _fmt(a), _fmt(b), _fmt_diff(mean),
                          "yes" if mean.excludes_zero else "no"])
         tables.append((names[k], rows))
     return notes, tables
