@@ -6,8 +6,9 @@ Layout of an export folder::
                              encoder, masked mean pooling, L2 normalisation, then every head at once
                              (the heads' weights stacked into one linear layer; head t's labels are
                              columns offsets[t]:offsets[t+1], in the order of meta["tasks"])
-    model_int8.onnx          the same graph after dynamic int8 quantisation (--int8): weights int8,
-                             activations quantised on the fly (onnxruntime ``quantize_dynamic``)
+    model_int8.onnx          the same graph after dynamic int8 quantisation (--int8): the encoder's MatMul
+                             weights int8 per output channel, activations quantised on the fly
+                             (onnxruntime ``quantize_dynamic``, :data:`INT8_OPTIONS`)
     sentidistill_onnx.json   kind "classifier", tasks (name, labels, words), head_offsets, inputs,
                              max_seq_length, source checkpoint
     tokenizer files
@@ -39,6 +40,12 @@ from sentidistill.utils.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+# Dynamic int8: the encoder's MatMul weights, one scale per output channel. Measured on the untrained MiniLM
+# classifier (label-embedding sst2 head) over 200 SST-2 test sentences, arg-max agreement with PyTorch:
+# per-tensor, MatMul + Gather (onnxruntime's default) 0.88; per-channel, MatMul + Gather 0.96; per-channel,
+# MatMul only 0.975 (the word embeddings stay fp32: 58 MB instead of 23 MB, no measurable speed cost).
+# The heads (a Gemm) stay fp32 in every setting.
+INT8_OPTIONS: dict[str, Any] = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
 
 
 class _AllHeads(nn.Module):
@@ -91,7 +98,8 @@ def export_classifier_onnx(model: str | Path, out_dir: str | Path, *, int8: bool
 
         logging.disable(logging.WARNING)  # onnxruntime's "consider pre-processing" advice on the root logger
         try:
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8,
+                             **INT8_OPTIONS)
         finally:
             logging.disable(logging.NOTSET)
     tok.save_pretrained(tmp)
