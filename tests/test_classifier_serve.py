@@ -191,7 +191,7 @@ def test_onnx_fp32_agrees_exactly_and_int8_closely(clf_dir, onnx_dir):
     assert fp32["rate"] == 1.0, fp32["mismatches"]
     assert fp32["max_abs_prob_diff"] < 1e-4
     int8 = classifier_agreement(clf_dir, onnx_dir, texts, int8=True)
-    assert int8["rate"] >= 0.9, int8
+    assert int8["rate"] >= 0.97, int8  # measured 0.9925 (sst2 head 1.0, emotion 0.985)
     # predict() on the export folder (the meta file selects onnx) gives PyTorch's labels; int8 too, mostly.
     sst = [r[0] for r in keyword_rows(60, seed=5)]
     ref = [r["prediction"] for r in predict(sst, task="sentiment", model=str(clf_dir))]
