@@ -166,9 +166,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from sentidistill.bench import get_task
-    from sentidistill.modeling import load_model
     from sentidistill.serve.engine import GenerationEngine
     from sentidistill.serve.tasks import default_max_tokens
+    from sentidistill.students import load_student as load_model
 
     task = get_task(args.task)
     if not Path(args.data_dir).is_dir():

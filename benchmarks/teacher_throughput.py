@@ -58,7 +58,7 @@ def main() -> None:
         reqs = _requests("hits", args.hits)
         cfg = TeacherConfig(kind="openai", base_url=url + "/v1", model="echo")
         cache = ResponseCache(Path(tmp) / "hits.sqlite")
-        from sentidistill.teacher.types import TeacherResponse
+        from sentidistill.core.records import TeacherResponse
 
         for r in reqs:
             cache.put(r.cache_key("echo"), r, TeacherResponse(text="echo: " + r.messages[0]["content"], model="echo"))

@@ -71,7 +71,7 @@ def _peak_flops() -> float:
 
 def _build(shape: str, out: Path) -> Path:
     """A random-init model at a paper shape, saved with a tokenizer (the tiny BPE: vocab only matters little)."""
-    from sentidistill.modeling import build_tiny_causal_lm, build_tiny_seq2seq, build_tiny_tokenizer
+    from sentidistill.testing import build_tiny_causal_lm, build_tiny_seq2seq, build_tiny_tokenizer
 
     if shape == "tiny-seq2seq":
         return build_tiny_seq2seq(out)
@@ -118,14 +118,12 @@ def _dataset(kind: str, n: int, vocab: int, src_len: int, tgt_len: int, real: tu
 
 def run_one(model_path: str, *, device: str, steps: int, warmup: int, batch: int, flags: dict, synthetic: tuple | None,
             out: Path) -> dict:
-    from sentidistill.modeling import load_model
-    from sentidistill.train.collators import build_collator
+    from sentidistill.students import load_student
     from sentidistill.train.trainers import KnowDistTrainer, KnowDistTrainingArguments
 
-    lm = load_model(model_path)
+    lm = load_student(model_path)
     lm.model.train()
-    collator = build_collator(lm.kind, lm.tokenizer, max_source_length=128, max_target_length=64,
-                              eos_token_id=lm.model.config.eos_token_id)
+    collator = lm.collator(max_source_length=128, max_target_length=64, eos_token_id=lm.model.config.eos_token_id)
     n = batch * (steps + warmup)
     if synthetic:
         ds = _dataset(lm.kind, n, lm.model.config.vocab_size, synthetic[0], synthetic[1], None)

@@ -28,13 +28,13 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_causal_dir(tmp_path_factory) -> Path:
-    from sentidistill.modeling import build_tiny_causal_lm
+    from sentidistill.testing import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "causal")
 
 
 @pytest.fixture(scope="session")
 def tiny_seq2seq_dir(tmp_path_factory) -> Path:
-    from sentidistill.modeling import build_tiny_seq2seq
+    from sentidistill.testing import build_tiny_seq2seq
 
     return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny") / "seq2seq")

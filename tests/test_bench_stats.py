@@ -188,7 +188,7 @@ class KeywordModel:
         sentence = prompt.rsplit("Sentence:", 1)[-1].lower()
         return "positive" if any(w in sentence for w in self.good) else "negative"
 
-    def choose(self, prompts, words, *, task=""):
+    def choose(self, prompts, words, *, task="", rows=None):
         return [Answer(text=self._label(p)) for p in prompts]
 
     def generate(self, prompts, max_new_tokens, *, task="", stop=None):

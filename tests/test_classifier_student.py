@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sentidistill.config import ClassifierConfig, TrainingConfig
-from sentidistill.distill.soft_labels import write_soft_labels
+from sentidistill.data.soft_label_corpus import write_soft_labels
 from sentidistill.errors import InputError
 from sentidistill.students.classifier import (
     build_classifier,
@@ -157,3 +157,36 @@ def test_corpus_without_dev_rows_is_a_clear_error(tiny_encoder, tmp_path):
     corpus = write_soft_labels(rows, tmp_path / "soft.parquet")
     with pytest.raises(InputError, match="no dev rows"):
         train_classifier(corpus, tmp_path / "x", ClassifierConfig(enabled=True, encoder=str(tiny_encoder)))
+
+
+def test_generative_student_learns_soft_labels_with_label_kl(tiny_seq2seq_dir, tmp_path):
+    """A seq2seq student trained on soft labels: the label-distribution KL falls and the student's
+    restricted-scoring answers move to the teacher's labels (checked on the training texts)."""
+    from sentidistill.bench.models import HFModelAdapter
+    from sentidistill.train.softlabel_lm import train_generative_on_soft_labels
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(48):
+        pos = i % 2 == 0
+        text = f"{rng.choice(FILLER)} was {'great' if pos else 'awful'} {i}"
+        probs = [0.1, 0.9] if pos else [0.9, 0.1]
+        rows.append({"task": "sst2", "id": f"r{i}", "text": text, "target": None, "labels": ["negative", "positive"],
+                     "probs_raw": probs, "probs": probs, "teacher_label": "positive" if pos else "negative",
+                     "split": "dev" if i % 8 in (0, 1) else "train", "weight": 1.0, "via": "exact",
+                     "teacher_logprobs": [float(np.log(p)) for p in probs]})
+    corpus = write_soft_labels(rows, tmp_path / "soft.parquet")
+    training = TrainingConfig(epochs=12, learning_rate=3e-3, batch_size=8, eval_steps=10, save_steps=10,
+                              logging_steps=100, warmup_ratio=0.0)
+    final = train_generative_on_soft_labels(str(tiny_seq2seq_dir), corpus, tmp_path / "gen", training, patience=3,
+                                            max_length=64, seed=0)
+    summary = json.loads((tmp_path / "gen" / "training_summary.json").read_text())
+    assert summary["best_teacher_agreement"] >= 0.9 > summary["dev_before"]["eval_teacher_agreement"]
+    adapter = HFModelAdapter(str(final), device="cpu")
+    from sentidistill.bench import get_task
+
+    task = get_task("sst2")
+    probe = [{"text": "the food was great my week"}, {"text": "the staff was awful the plot"}]
+    answers = adapter.choose([task.prompt(r, [], style=adapter.prompt_style) for r in probe], ["negative", "positive"],
+                             task="sst2", rows=probe)
+    assert [a.text for a in answers] == ["positive", "negative"]

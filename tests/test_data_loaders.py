@@ -226,6 +226,9 @@ def test_shared_formats_load(shared_data_dir):
 
 
 def test_shared_reviews_from_sentibench_task(shared_data_dir):
-    r = load_reviews("sentibench:yelp2", limit=50, min_chars=20, max_chars=2000, data_dir=shared_data_dir)
+    from sentidistill.bench.registry import task_texts
+
+    r = load_reviews("sentibench:yelp2", limit=50, min_chars=20, max_chars=2000, data_dir=shared_data_dir,
+                     task_texts=task_texts)
     assert len(r) == 50 and all(20 <= len(t) <= 2000 for t in r.texts)
     assert r.read == 3000 and sum(r.dropped.values()) == 3000 - 50

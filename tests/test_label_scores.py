@@ -81,8 +81,8 @@ def causal(tiny_causal_dir: Path) -> HFModelAdapter:
 
 def test_first_token_variant_tells_sst5_labels_apart(causal: HFModelAdapter) -> None:
     first = HFModelAdapter(causal.lm, first_token=True, prompt_style="plain")
-    conts, lengths = first.label_continuations(SST5)
-    ids = [first._cont_ids(c) for c in conts]
+    conts, lengths = first.student.label_continuations(SST5, "plain", first_token=True)
+    ids = [first.student.continuation_ids(c) for c in conts]
     assert ids[0][0] == ids[4][0]  # " very" is the first token of both "very" labels: they tied before
     scored = [tuple(i[:n]) for i, n in zip(ids, lengths, strict=True)]
     assert len(set(scored)) == 5  # every label is scored on a token sequence of its own
@@ -98,8 +98,22 @@ def test_first_token_variant_tells_sst5_labels_apart(causal: HFModelAdapter) -> 
 def test_full_likelihood_scores_prefix_labels_with_the_end_of_the_answer(causal: HFModelAdapter) -> None:
     prompt = "Sentence: meh\nLabel:"
     (sst5,) = causal.choose([prompt], SST5)  # no label is a prefix of another: the words alone
-    assert sst5.scores == pytest.approx([_ll(causal, prompt, causal._cont_ids(" " + w)) for w in SST5], abs=1e-3)
+    assert sst5.scores == pytest.approx([_ll(causal, prompt, causal.student.continuation_ids(" " + w)) for w in SST5], abs=1e-3)
     words = ["negative", "negative-ish"]
     (ans,) = causal.choose([prompt], words)
-    assert ans.scores == pytest.approx([_ll(causal, prompt, causal._cont_ids(" " + w + "\n")) for w in words],
+    assert ans.scores == pytest.approx([_ll(causal, prompt, causal.student.continuation_ids(" " + w + "\n")) for w in words],
                                        abs=1e-3)
+
+
+def test_seq2seq_first_token_variant_tells_sst5_labels_apart(tiny_seq2seq_dir: Path) -> None:
+    a = HFModelAdapter(str(tiny_seq2seq_dir), device="cpu", first_token=True)
+    conts, lengths = a.label_continuations(SST5)
+    ids = [a._cont_ids(c) for c in conts]
+    assert ids[0][0] == ids[4][0] and lengths[0] > 1 and lengths[4] > 1
+    (answer,) = a.choose(["Sentence: a warm, lovely film\nLabel:"], SST5)
+    assert answer.scores[0] != answer.scores[4]
+    # Each score is the log-likelihood of exactly the scored tokens.
+    full = HFModelAdapter(a.lm, first_token=False)
+    n = lengths[4]
+    assert answer.scores[4] == pytest.approx(
+        full.loglikelihood(["Sentence: a warm, lovely film\nLabel:"], [conts[4]], [n])[0], abs=1e-4)

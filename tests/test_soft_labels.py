@@ -20,7 +20,7 @@ from sentidistill.distill.curation import curate
 from sentidistill.errors import InputError
 from sentidistill.teacher.restricted import case_variants, response_label_logprobs
 from sentidistill.teacher.types import TeacherResponse
-from sentidistill.train.label_losses import label_ce, soft_label_kl
+from sentidistill.train.losses import label_ce, soft_label_kl
 
 # -- calibration ------------------------------------------------------------------------------------
 
@@ -188,3 +188,93 @@ def test_curation_downsample_and_confidence_filter():
     u = stats.by_task["u"]
     assert u.removed_low_confidence == 10 and u.n_train == 0  # 0.55 < 0.6: every text of task u removed
     assert all(r["task"] == "t" for r in out)
+
+
+# -- the soft-label corpus through a scoring teacher (exact label likelihoods) ---------------------------
+
+class _ScoringBackend:
+    supports_label_scoring = True
+
+
+class _FakeScoringTeacher:
+    """Answers ``score_labels`` requests like llama.cpp in-process: a skewed prior (0.7 on the first label)
+    times a lexicon likelihood; content-free inputs get the bare prior. Records every request."""
+
+    backend = _ScoringBackend()
+    model_id = "fake"
+
+    def __init__(self):
+        self.requests = []
+        self.stats = {}
+
+    def generate(self, requests):
+        self.requests.extend(requests)
+        out = []
+        for r in requests:
+            text = r.messages[-1]["content"].lower()
+            like = [0.5, 0.5]
+            if "great" in text:
+                like = [0.2, 0.8]
+            elif "awful" in text:
+                like = [0.95, 0.05]
+            p = np.array([0.7 * like[0], 0.3 * like[1]])
+            p /= p.sum()
+            # case variants: "negative", "Negative", "positive", "Positive" share each label's mass
+            flat = [p[0] / 2, p[0] / 2, p[1] / 2, p[1] / 2]
+            out.append(TeacherResponse(text="x", label_logprobs=[math.log(x) for x in flat]))
+        return out
+
+
+def _toy_task(tmp_path):
+    import json as _json
+
+    rows = [{"t": f"the {w} thing {i}", "y": "positive" if w == "great" else "negative"}
+            for i, w in enumerate(["great", "awful", "great", "plain"] * 10)]
+    (tmp_path / "train.jsonl").write_text("\n".join(_json.dumps(r) for r in rows), encoding="utf-8")
+    task = tmp_path / "toy.yaml"
+    task.write_text(f"""
+name: toy
+category: basic
+kind: classification
+loader: {{format: jsonl, splits: {{train: {tmp_path / 'train.jsonl'}, test: {tmp_path / 'train.jsonl'}}},
+         options: {{text_field: t, label_field: y}}}}
+labels: [{{name: negative}}, {{name: positive}}]
+instruction: Classify the sentiment as negative or positive.
+demos: {{split: train, k: 0}}
+metric: macro_f1
+""", encoding="utf-8")
+    return task
+
+
+@pytest.mark.parametrize("calibration", ["batch", "contextual", "none"])
+def test_soft_label_corpus_calibrates_without_gold(tmp_path, calibration):
+    from sentidistill.config import SoftLabelsConfig
+    from sentidistill.data.soft_label_corpus import read_soft_labels
+    from sentidistill.distill.soft_labels import build_soft_label_corpus
+
+    task = _toy_task(tmp_path)
+    cfg = SoftLabelsConfig(enabled=True, tasks=[str(task)], n_per_task=None, calibration=calibration,
+                           prompt_variants=2, dev_fraction=0.25)
+    teacher = _FakeScoringTeacher()
+    stats = build_soft_label_corpus(cfg, teacher, tmp_path / "soft.parquet", seed=0)
+    rows = read_soft_labels(tmp_path / "soft.parquet")
+    n_cf = 3 if calibration == "contextual" else 0
+    assert len(teacher.requests) == 40 * 2 + n_cf  # two prompt variants per text (+ content-free inputs)
+    assert all(r.params.score_labels == ("negative", "Negative", "positive", "Positive") for r in teacher.requests)
+    assert len({r.prompt_id for r in teacher.requests}) == 2 + (1 if n_cf else 0)
+    plain = [r for r in rows if "plain" in r["text"]]
+    raw = np.array(plain[0]["probs_raw"])
+    np.testing.assert_allclose(raw, [0.7, 0.3], atol=1e-9)  # the teacher's prior alone on a neutral text
+    prior = np.array(stats.priors["toy"])
+    if calibration == "none":
+        np.testing.assert_allclose(prior, [0.5, 0.5])
+        assert plain[0]["teacher_label"] == "negative"
+    else:
+        if calibration == "contextual":
+            np.testing.assert_allclose(prior, [0.7, 0.3], atol=1e-9)  # the content-free answers = the prior
+        # Dividing the prior out makes the neutral text a tie, not "negative" by default.
+        np.testing.assert_allclose(plain[0]["probs"], raw / prior / (raw / prior).sum(), atol=1e-9)
+    great = [r for r in rows if "great" in r["text"]]
+    assert all(r["teacher_label"] == "positive" for r in great) or calibration == "none"
+    assert stats.tasks["toy"]["via"] == {"exact": 40}
+    assert {r["split"] for r in rows} == {"train", "dev"} and all(r["gold"] is None for r in rows)

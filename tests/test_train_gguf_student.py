@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 
 from sentidistill.errors import InputError
 from sentidistill.modeling import load_model, resolve_model_path
-from sentidistill.train.gguf_student import (
+from sentidistill.students.gguf import (
     RECORD,
     convert_gguf_to_hf,
     is_current,
@@ -22,43 +21,7 @@ from sentidistill.train.gguf_student import (
 )
 
 gguf = pytest.importorskip("gguf")
-
-
-def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
-    """Write a Qwen2 HF checkpoint (f32) + its byte-level BPE tokenizer as a GGUF file, as llama.cpp lays it out."""
-    from safetensors.torch import load_file
-
-    cfg = json.loads((hf_dir / "config.json").read_text())
-    tj = json.loads((hf_dir / "tokenizer.json").read_text())
-    w = gguf.GGUFWriter(str(out), "qwen2")
-    n = cfg["num_hidden_layers"]
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_block_count(n)
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_rope_freq_base((cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 10000.0)))
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    vocab = {**tj["model"]["vocab"], **{t["content"]: t["id"] for t in tj["added_tokens"]}}
-    tokens = sorted(vocab, key=vocab.get)
-    special = {t["content"] for t in tj["added_tokens"]}
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in special else 1 for t in tokens])  # 3 = control
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_pad_token_id(cfg["pad_token_id"])
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, n)
-    for key, value in load_file(hf_dir / "model.safetensors").items():
-        w.add_tensor(names.get_name(key, try_suffixes=(".weight", ".bias")), value.float().numpy())
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+from sentidistill.testing import write_gguf_from_hf  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def _register_stage_commands() -> None:
         ("sentidistill.pipeline_cli", ["run", "quickstart"]),
         ("sentidistill.teacher.cli", ["teach"]),
         ("sentidistill.train.cli", ["train"]),
-        ("sentidistill.bench.cli", ["bench", "report"]),
+        ("sentidistill.bench_cli", ["bench", "report"]),
         ("sentidistill.serve.cli", ["serve", "predict", "export-onnx"]),
         ("sentidistill.finetune.cli", ["finetune-eval"]),
     ]:

@@ -13,53 +13,31 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sentidistill.errors import ConfigError
+from sentidistill.teacher.config import TeacherConfig
 from sentidistill.utils.io import stable_hash
-
-TeacherKind = Literal["openai", "llamacpp", "transformers", "replay", "vllm"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TeacherConfig(_Section):
-    """Which LLM teaches, and how hard we may push it."""
-
-    kind: TeacherKind = Field("llamacpp", description="Backend: openai (any OpenAI-compatible URL), llamacpp (local GGUF), transformers (local HF model), replay (recorded JSONL), vllm (offline engine).")
-    model: str = Field("builtin:qwen2.5-coder-1.5b", description="Model name (openai/vllm), HF id or path (transformers), GGUF path or builtin:qwen2.5-coder-0.5b|builtin:qwen2.5-coder-1.5b (llamacpp).")
-    base_url: str | None = Field(None, description="Endpoint URL for kind=openai, e.g. http://localhost:8000/v1.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself never goes in a config).")
-    replay_path: Path | None = Field(None, description="JSONL transcript for kind=replay.")
-    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once.")
-    max_retries: int = Field(6, ge=0, le=50, description="Retries on 429/5xx/timeouts/connection errors.")
-    repair_attempts: int = Field(2, ge=0, le=10, description="Re-asks with a repair instruction when an answer does not parse.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
-    max_requests: int | None = Field(None, ge=1, description="Budget: most requests sent to the backend in this run.")
-    max_total_tokens: int | None = Field(None, ge=1, description="Budget: most prompt+completion tokens in this run.")
-    price_per_1k_prompt_tokens: float | None = Field(None, ge=0, description="For the cost column of the progress bar.")
-    price_per_1k_completion_tokens: float | None = Field(None, ge=0)
-    n_ctx: int = Field(4096, ge=256, description="Context length (llamacpp).")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (llamacpp); default: all cores.")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options passed through.")
-    reasoning_params: bool | None = Field(None, description="kind=openai: OpenAI reasoning-model request shape (o1/o3/o4-mini, gpt-5...): send max_completion_tokens instead of max_tokens and leave out temperature/top_p. None = on for model names of those families, off otherwise.")
-    reasoning_tokens: int = Field(0, ge=0, description="Tokens added to every request's max_tokens: room for a reasoning model's thinking before its answer (e.g. 2048); part of the cache key.")
-
-    @model_validator(mode="after")
-    def _check_kind_fields(self) -> TeacherConfig:
-        if self.kind == "openai" and not self.base_url and not self.model:
-            raise ValueError("kind=openai needs 'model' (and usually 'base_url')")
-        if self.kind == "replay" and self.replay_path is None:
-            raise ValueError("kind=replay needs 'replay_path' (a JSONL transcript)")
-        return self
-
-
 class StudentConfig(_Section):
     """The small model that learns."""
 
     model: str = Field("builtin:minilm-encdec", description="builtin:minilm-encdec (offline default, ~49M params), or any HF seq2seq/causal id or path, or a .gguf file (converted once).")
-    kind: Literal["auto", "seq2seq", "causal"] = Field("auto", description="Architecture family; auto reads the model config.")
+    kind: str = Field("auto", description="Student kind (sentidistill.students.STUDENTS: seq2seq, causal, gguf, builtin, ...); auto detects it from the model.")
     max_source_length: int = Field(256, ge=8, le=32768, description="Prompt tokens kept (left-truncated for ICL prompts).")
     max_target_length: int = Field(128, ge=1, le=8192, description="Answer tokens kept.")
+
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from sentidistill.students import STUDENTS
+
+        if v != "auto" and v not in STUDENTS:
+            raise ValueError(str(STUDENTS.unknown(v)).replace("field 'kind': ", "") + " or auto")
+        return v
 
 
 class ReviewsConfig(_Section):
@@ -160,6 +138,9 @@ class SoftLabelsConfig(_Section):
     balance: Literal["none", "weight", "downsample"] = Field("weight", description="Class balancing by the calibrated teacher label: inverse-frequency weights, downsampling, or none.")
     dev_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Teacher-labelled dev slice per task, for early stopping on agreement with the teacher.")
     top_logprobs: int = Field(20, ge=1, le=20, description="k of top-k log-probs for endpoints that cannot score labels exactly.")
+    train_generative: bool = Field(False, description="Also train the generative `student` on the same soft labels (label-distribution KL over the label words' sequence likelihoods) and bench it.")
+    generative_training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
+    generative_temperature: float = Field(1.0, gt=0.0, description="Temperature of the generative student's label-distribution KL.")
 
 
 class ClassifierConfig(_Section):
@@ -193,6 +174,7 @@ class BenchConfig(_Section):
                            "differences in the report (0 = none).")
     include_teacher: bool = True
     include_student_before: bool = True
+    unseen_tasks: list[str] = Field(default_factory=list, description="Tasks (names or YAML files) no corpus saw, scored by every model that can answer them (a classifier through a head with the same label set), reported apart from the mean.")
 
 
 class FinetuneEvalConfig(_Section):
@@ -257,6 +239,7 @@ class PipelineConfig(_Section):
     def config_hash(self) -> str:
         """Hash of everything that changes results (the run name and runs_dir do not)."""
         data = self.model_dump(mode="json", exclude={"name", "runs_dir"})
+        data["teacher"] = self.teacher.legacy_dump()  # the layout hashes were first computed on
         return stable_hash(data, 16)
 
     def stage_training(self, stage: Literal["knowdist", "icldist"]) -> TrainingConfig:
@@ -317,6 +300,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 _PATH_FIELDS = [("data_dir",), ("runs_dir",), ("teacher", "replay_path"), ("knowdist", "replay_path")]
+_TASK_LIST_FIELDS = [("bench", "tasks"), ("bench", "unseen_tasks"), ("soft_labels", "tasks"), ("icldist", "tasks")]
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
@@ -330,3 +314,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
                 continue  # relative to the working directory and present there
             if not p.is_absolute():
                 node[keys[-1]] = str((base / p).resolve()) if keys != ("runs_dir",) else str(p)
+    # Task lists may name a user's YAML task file: relative to the config file when it is there.
+    for section, key in _TASK_LIST_FIELDS:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), list):
+            node[key] = [str((base / t).resolve()) if isinstance(t, str) and t.endswith((".yaml", ".yml"))
+                         and not Path(t).is_absolute() and (base / t).is_file() else t for t in node[key]]

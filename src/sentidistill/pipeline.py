@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # The benchmarked models, in the order the results table and the report list them.
 BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_knowdist", "student_after",
-               "classifier_before", "classifier_after")
+               "student_soft_after", "classifier_before", "classifier_after")
 
 
 @dataclass
@@ -121,17 +121,20 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_before"
                 stage("bench_classifier_before", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init)))
+                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init),
+                                         kind="classifier"))
             stage("train_classifier", [classifier_final / "model.safetensors"],
                   lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init))
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_after"
                 stage("bench_classifier_after", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final)))
+                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final),
+                                         kind="classifier"))
 
         # 4. The generative student before distillation.
+        generative_soft = cfg.soft_labels.enabled and cfg.soft_labels.train_generative
         if cfg.bench.enabled and cfg.bench.include_student_before and (
-                cfg.knowdist.enabled or cfg.icldist.enabled or not cfg.classifier.enabled):
+                cfg.knowdist.enabled or cfg.icldist.enabled or generative_soft or not cfg.classifier.enabled):
             out = rundir.bench_dir / "student_before"
             stage("bench_student_before", [out / "metrics.json"],
                   lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student))
@@ -160,6 +163,16 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             final_model = current
             stage("bench_student_after", [out / "metrics.json"],
                   lambda: _bench(cfg, label, out, data_dir, model=final_model))
+        # 5b. The generative student learning the same soft labels (label-distribution KL).
+        if generative_soft:
+            gen_dir = rundir.models_dir / "generative_soft"
+            stage("train_generative_soft", [gen_dir / "final" / "config.json"],
+                  lambda: _train_generative_soft(cfg, soft_corpus, gen_dir))
+            if cfg.bench.enabled:
+                out = rundir.bench_dir / "student_soft_after"
+                stage("bench_student_soft_after", [out / "metrics.json"],
+                      lambda: _bench(cfg, "generative student (soft labels)", out, data_dir,
+                                     model=str(gen_dir / "final")))
         # 6. Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
         finetune_dir = rundir.path / "finetune"
         if cfg.finetune.enabled:
@@ -168,6 +181,12 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
                 models["knowdist"] = str(knowdist_model)
             stage("finetune_eval", [finetune_dir / "results.json"],
                   lambda: _finetune(cfg, models, finetune_dir, data_dir))
+        # 7. Tasks no corpus saw, for every benched model that can answer them (apart from the mean).
+        if cfg.bench.enabled and cfg.bench.unseen_tasks:
+            with ExitStack() as stack:
+                teacher = _LazyTeacher(cfg, rundir, stack)
+                stage("bench_unseen", [rundir.path / "bench_unseen" / "summary.json"],
+                      lambda: _bench_unseen(cfg, rundir, teacher, data_dir))
         if cfg.bench.enabled:
             stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir))
             result.report_md = rundir.path / "report.md"
@@ -214,7 +233,7 @@ def _teach_soft(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir:
 
 def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
     """The untrained classifier student (heads from label embeddings), saved for the 'before' bench."""
-    from sentidistill.distill.soft_labels import read_soft_labels
+    from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students.classifier import build_classifier, save_classifier
     from sentidistill.train.classifier import _task_table
 
@@ -233,6 +252,18 @@ def _train_classifier(cfg: PipelineConfig, corpus: Path, out_dir: Path, init: Pa
     return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
 
 
+def _train_generative_soft(cfg: PipelineConfig, corpus: Path, out_dir: Path) -> dict:
+    from sentidistill.train.softlabel_lm import train_generative_on_soft_labels
+
+    sl = cfg.soft_labels
+    final = train_generative_on_soft_labels(
+        cfg.student.model, corpus, out_dir, sl.generative_training, kind=cfg.student.kind,
+        temperature=sl.generative_temperature, max_length=cfg.student.max_source_length, seed=cfg.seed,
+    )
+    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
+
+
 def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method: str) -> dict:
     from sentidistill.train import train_student
 
@@ -244,23 +275,22 @@ def _train(cfg: PipelineConfig, model: str, corpus: Path, out_dir: Path, method:
 
 
 def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
-           model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None) -> dict:
+           model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None,
+           kind: str | None = None) -> dict:
     from sentidistill.bench import list_tasks, run_bench
-    from sentidistill.bench.models import CalibratedAdapter, ClassifierAdapter, HFModelAdapter, TeacherAdapter
-    from sentidistill.students.classifier import is_classifier_checkpoint
+    from sentidistill.bench.models import CalibratedAdapter, HFModelAdapter, TeacherAdapter
 
     tasks = cfg.bench.tasks or list_tasks(cfg.bench.suite)
     if teacher is not None:
         adapter = TeacherAdapter(teacher.get())
         if priors is not None:
-            from sentidistill.distill.soft_labels import read_soft_label_stats
+            from sentidistill.data.soft_label_corpus import read_soft_label_stats
 
             stats = read_soft_label_stats(priors)
             adapter = CalibratedAdapter(adapter, {t: v["log_prior"] for t, v in stats["tasks"].items()})
-    elif model is not None and is_classifier_checkpoint(model):
-        adapter = ClassifierAdapter(model, name=label)
     else:
-        adapter = HFModelAdapter(model, kind=cfg.student.kind, max_length=cfg.student.max_source_length)
+        adapter = HFModelAdapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length,
+                                 batch_size=64 if kind == "classifier" else 8)
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
         scoring=cfg.bench.scoring, out_dir=out, data_dir=data_dir, model_name=label, max_chars=cfg.bench.max_chars,
@@ -281,6 +311,59 @@ def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: 
     return {"results": str(out / "results.json")}
 
 
+def _bench_unseen(cfg: PipelineConfig, rundir: RunDir, teacher: _LazyTeacher, data_dir: Path | None) -> dict:
+    """``bench.unseen_tasks`` for the teacher (raw) and every student benched in this run: one metrics.json
+    per model under ``bench_unseen/<model>/``, and ``summary.json`` (model -> task -> score, or the reason it
+    could not answer, e.g. no classifier head with the task's label set)."""
+    from sentidistill.errors import InputError
+    from sentidistill.utils.io import atomic_write_json
+
+    models: dict[str, dict[str, Any]] = {}
+    if cfg.bench.include_teacher:
+        models["teacher"] = {"label": "teacher", "teacher": teacher}
+    sources = {
+        "student_before": (cfg.student.model, None),
+        "student_after": (str(rundir.models_dir / "icldist" / "final"), None),
+        "student_soft_after": (str(rundir.models_dir / "generative_soft" / "final"), None),
+        "classifier_before": (str(rundir.models_dir / "classifier" / "init"), "classifier"),
+        "classifier_after": (str(rundir.models_dir / "classifier" / "final"), "classifier"),
+    }
+    for name, (model, kind) in sources.items():
+        done = rundir.bench_dir / name / "metrics.json"
+        if done.exists():
+            label = json.loads(done.read_text(encoding="utf-8"))["model"]["name"]
+            models[name] = {"label": label, "model": model, "kind": kind}
+    sub = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"tasks": list(cfg.bench.unseen_tasks)})})
+    summary: dict[str, dict[str, Any]] = {}
+    for name, m in models.items():
+        out = rundir.path / "bench_unseen" / name
+        try:
+            _bench(sub, m["label"], out, data_dir, model=m.get("model"), teacher=m.get("teacher"), kind=m.get("kind"))
+            metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            summary[m["label"]] = {t: v["score"] for t, v in metrics["tasks"].items()}
+        except InputError as exc:  # e.g. a classifier without a head for the task's label set
+            summary[m["label"]] = {"error": str(exc)}
+    atomic_write_json(rundir.path / "bench_unseen" / "summary.json", summary)
+    return {"unseen": summary}
+
+
+def _unseen_section(rundir: RunDir) -> tuple[str, str] | None:
+    """The report section for ``bench_unseen/summary.json`` (None when there is none)."""
+    path = rundir.path / "bench_unseen" / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    tasks = sorted({t for v in summary.values() for t in v if t != "error"})
+    lines = ["| model | " + " | ".join(tasks) + " |", "| --- |" + " ---: |" * len(tasks)]
+    for model, v in summary.items():
+        if "error" in v:
+            cells = [f"cannot answer: {v['error'][:160]}"] + [""] * (len(tasks) - 1)
+        else:
+            cells = [f"{100 * v[t]:.1f}" if t in v else "-" for t in tasks]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "Unseen tasks (no corpus saw them; not in the mean)", "\n".join(lines)
+
+
 def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
     from sentidistill.report import write_report
 
@@ -291,6 +374,9 @@ def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
         from sentidistill.finetune.report import as_extra_section
 
         extra.append(as_extra_section(load_results(rundir.path / "finetune")))
+    unseen = _unseen_section(rundir)
+    if unseen is not None:
+        extra.append(unseen)
     write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'", extra_sections=extra,
                  bootstrap=cfg.bench.bootstrap or None)
     return {"report": str(rundir.path / "report.html")}

@@ -48,14 +48,13 @@ class ModelAdapter(Protocol):
 # -- local Hugging Face models --------------------------------------------------------------------------
 
 class HFModelAdapter:
-    """A seq2seq or causal LM from :func:`sentidistill.modeling.load_model` (or an already loaded one).
+    """A local student of any kind (:func:`sentidistill.students.load_student`, or an already loaded one).
 
-    ``loglikelihood`` sums the log-probabilities of the whole continuation; ``first_token=True`` scores
-    only its first token, as the SentiBench reference code does. In :meth:`choose`, labels whose words
-    share their first token (SST-5's ``very negative`` / ``very positive``) would tie there, so each label
-    is scored up to its first token that no other label shares; and when one label word is a prefix of
-    another (``negative`` / ``negative-ish``), every label is scored with the end of the answer after it
-    (the end-of-sequence token, or a newline for plain causal prompts), else the shorter one always wins.
+    ``choose`` asks the student for label scores (a generative student: the log-likelihood of each label
+    word after the prompt, summed over its tokens, or of its first token only with ``first_token=True`` as
+    the SentiBench reference code does); ``generate`` asks it for greedy text. Labels whose words share
+    their first token (SST-5's ``very negative`` / ``very positive``) and label words that are prefixes of
+    others are handled by the student (:meth:`sentidistill.students.hf.HFStudent.label_continuations`).
     """
 
     def __init__(
@@ -66,39 +65,37 @@ class HFModelAdapter:
         max_length: int | None = None,
         first_token: bool = False,
         device: str | None = None,
-        kind: Literal["auto", "seq2seq", "causal"] = "auto",
+        kind: str = "auto",
         prompt_style: Literal["auto", "plain", "chat"] = "auto",
     ) -> None:
         import torch
 
-        from sentidistill.modeling import LoadedModel, load_model
+        from sentidistill.students import Student, load_student
 
-        if isinstance(model, LoadedModel):
-            self.lm = model
+        if isinstance(model, Student):
+            self.student = model
         else:
             if device is None:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.lm = load_model(str(model), kind, device=device)
-        self.name = str(self.lm.source)
-        self.kind = self.lm.kind
-        self.tok = self.lm.tokenizer
-        self.model = self.lm.model
+            self.student = load_student(str(model), kind, device=device)
+        self.lm = self.student  # the name older callers use
+        self.name = str(self.student.source)
+        self.kind = self.student.kind
+        self.tok = self.student.tokenizer
+        self.model = self.student.model
         self.batch_size = batch_size
         self.first_token = first_token
-        # Chat style renders messages with the tokenizer's chat template (instruct models). "auto" picks chat
-        # for a causal model whose tokenizer has a template: the ICL corpus is rendered the same way for
-        # training (train.collators.source_text), so a distilled student is scored on the prompts it learned.
+        # Chat style renders messages with the tokenizer's chat template (instruct models). "auto" takes the
+        # student kind's default (a causal model with a chat template is scored on the chat rendering its
+        # ICL corpus was trained on).
         if prompt_style == "auto":
-            prompt_style = "chat" if self.kind == "causal" and getattr(self.tok, "chat_template", None) else "plain"
+            prompt_style = self.student.default_prompt_style
         if prompt_style not in ("plain", "chat"):
             raise InputError("unknown prompt style", field="prompt_style", expected="auto | plain | chat",
                              got=prompt_style)
         self.prompt_style: Literal["plain", "chat"] = prompt_style
-        self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
-        cfg = getattr(self.model, "config", None)
-        limit = getattr(cfg, "max_position_embeddings", None) or getattr(getattr(cfg, "encoder", None),
-                                                                        "max_position_embeddings", None)
-        self.max_length = max_length or min(int(limit or 1024), 4096)
+        self.n_params: int | None = self.student.n_params
+        self.max_length = max_length or min(int(self.student.position_limit() or 1024), 4096)
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides this adapter's answers (the bench runner's resume key): the source and a digest of
@@ -113,15 +110,6 @@ class HFModelAdapter:
                          f"{float(torch.linalg.vector_norm(p, dtype=torch.float64))!r};".encode())
         return {"adapter": "hf", "source": self.name, "kind": self.kind, "weights": h.hexdigest()[:32],
                 "first_token": self.first_token, "max_length": self.max_length, "prompt_style": self.prompt_style}
-
-    # -- helpers -------------------------------------------------------------------------------------
-    def _render(self, prompt: Prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        return self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-    def _encode(self, text: str, special: bool) -> list[int]:
-        return list(self.tok(text, add_special_tokens=special)["input_ids"])
 
     # -- scoring ---------------------------------------------------------------------------------------
     def loglikelihood(self, prompts: list[Prompt], continuations: list[str],
@@ -139,130 +127,33 @@ class HFModelAdapter:
         out: list[float] = []
         with torch.inference_mode():
             for i in range(0, len(prompts), self.batch_size):
-                ps = [self._render(p) for p in prompts[i : i + self.batch_size]]
-                cs = continuations[i : i + self.batch_size]
-                ns = n_tokens[i : i + self.batch_size]
-                out.extend(self._ll_causal(ps, cs, ns) if self.kind == "causal" else self._ll_seq2seq(ps, cs, ns))
+                ps = [self.student.render(p) for p in prompts[i : i + self.batch_size]]
+                out.extend(self.student.loglikelihood(ps, continuations[i : i + self.batch_size],
+                                                      first_token=self.first_token, max_length=self.max_length))
         return out
-
-    def _cont_ids(self, continuation: str) -> list[int]:
-        """The continuation's token ids as :meth:`loglikelihood` scores them."""
-        return self._encode(continuation if self.kind == "causal" else continuation.strip(), False)
-
-    def _ll_causal(self, prompts: list[str], conts: list[str], n_tokens: list[int]) -> list[float]:
-        import torch
-
-        seqs, n_cont = [], []
-        for p, c, n in zip(prompts, conts, n_tokens, strict=True):
-            ctx = self._encode(p, True)
-            cont = self._cont_ids(c)[:n]
-            ctx = ctx[-max(1, self.max_length - len(cont)) :]  # keep the end of the prompt (the query)
-            seqs.append(ctx + cont)
-            n_cont.append(len(cont))
-        width = max(len(s) for s in seqs)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        dev = self.lm.device
-        # Left padding puts every continuation at the right edge, so only the last positions need logits.
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(n_cont) + 1
-        try:
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-        except TypeError:  # models without logits_to_keep
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        logits = logits[:, -keep:, :].float()
-        logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position j predicts token j+1
-        scores = []
-        for b, n in enumerate(n_cont):
-            targets = ids[b, width - n :]
-            rows = logp[b, keep - 1 - n :, :]
-            scores.append(float(rows.gather(-1, targets.unsqueeze(-1)).sum()))
-        return scores
-
-    def _ll_seq2seq(self, prompts: list[str], conts: list[str], n_tokens: list[int]) -> list[float]:
-        import torch
-
-        old_side = self.tok.truncation_side
-        self.tok.truncation_side = "left"  # keep the query, drop the oldest demonstrations
-        enc = self.tok(prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-        self.tok.truncation_side = old_side
-        labels_list = [self._cont_ids(c)[:n] for c, n in zip(conts, n_tokens, strict=True)]
-        width = max(len(x) for x in labels_list)
-        labels = torch.tensor([x + [-100] * (width - len(x)) for x in labels_list])
-        dev = self.lm.device
-        out = self.model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev),
-                         labels=labels.to(dev))
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        safe = labels.clamp(min=0).to(dev)
-        tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1) * (labels != -100).to(dev)
-        return [float(x) for x in tok_lp.sum(-1)]
-
-    def label_continuations(self, words: list[str]) -> tuple[list[str], list[int]]:
-        """The text scored for each label word and how many of its tokens are scored (see the class doc)."""
-        sep = " " if self.kind == "causal" and self.prompt_style == "plain" else ""
-        folded = [w.strip().casefold() for w in words]
-        nested = any(a != b and b.startswith(a) for a in folded for b in folded)
-        end = ""
-        if nested:  # "negative" vs "negative-ish": score the end of the answer too
-            end = "\n" if self.kind == "causal" and self.prompt_style == "plain" else (self.tok.eos_token or "")
-        conts = [sep + w + end for w in words]
-        ids = [self._cont_ids(c) for c in conts]
-        if not self.first_token:
-            return conts, [len(x) for x in ids]
-        lengths = []
-        for j, a in enumerate(ids):
-            shared = 0
-            for k, b in enumerate(ids):
-                if k != j:
-                    m = 0
-                    while m < min(len(a), len(b)) and a[m] == b[m]:
-                        m += 1
-                    shared = max(shared, m)
-            lengths.append(max(1, min(len(a), shared + 1)))  # up to the first token no other label shares
-        return conts, lengths
 
     def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
                rows: list[dict[str, Any]] | None = None) -> list[Answer]:
-        """Arg-max over the label words' log-likelihood (ties: the first label)."""
-        conts, lengths = self.label_continuations(words)
-        flat_p = [p for p in prompts for _ in words]
-        ll = self.loglikelihood(flat_p, conts * len(prompts), lengths * len(prompts))
+        """Arg-max over the student's label scores (ties: the first label). ``rows`` (the task rows, with
+        ``text``) are passed on for student kinds that score the raw text of a task."""
+        texts = [str(r.get("text", "")) for r in rows] if rows is not None else None
+        all_scores = self.student.label_scores(words, prompts=prompts, task=task or None, texts=texts,
+                                               first_token=self.first_token, batch_size=self.batch_size,
+                                               max_length=self.max_length, prompt_style=self.prompt_style,
+                                               rows=rows)
         answers = []
-        for i in range(len(prompts)):
-            scores = ll[i * len(words) : (i + 1) * len(words)]
+        for scores in all_scores:
             best = max(range(len(words)), key=lambda j: scores[j])
-            answers.append(Answer(text=words[best], scores=scores))
+            answers.append(Answer(text=words[best], scores=list(scores)))
         return answers
 
     # -- generation ------------------------------------------------------------------------------------
     def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
                  stop: list[str] | None = None) -> list[str]:
         """Greedy decoding, batched; returns only the new text (generation halts at a ``stop`` string)."""
-        import torch
-
-        out: list[str] = []
-        old_side = self.tok.truncation_side
-        self.tok.truncation_side = "left"
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(prompts), self.batch_size):
-                    texts = [self._render(p) for p in prompts[i : i + self.batch_size]]
-                    room = self.max_length - (max_new_tokens if self.kind == "causal" else 0)
-                    enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
-                                   max_length=max(8, room)).to(self.lm.device)
-                    gen = self.model.generate(
-                        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                        pad_token_id=self.tok.pad_token_id,
-                        **({"stop_strings": stop, "tokenizer": self.tok} if stop else {}),
-                    )
-                    if self.kind == "causal":
-                        gen = gen[:, enc["input_ids"].shape[1] :]
-                    out.extend(self.tok.batch_decode(gen, skip_special_tokens=True))
-        finally:
-            self.tok.truncation_side = old_side
-        return out
+        room = max(8, self.student.prompt_room(self.max_length, max_new_tokens))
+        return self.student.generate(prompts, max_new_tokens, batch_size=self.batch_size, max_length=room,
+                                     truncation_side="left", stop=stop)
 
     def close(self) -> None:
         pass
@@ -438,55 +329,6 @@ class CalibratedAdapter:
         self.inner.close()
 
 
-class ClassifierAdapter:
-    """A ``classifier`` student (:mod:`sentidistill.students.classifier`) on the benchmark: class
-    probabilities from the raw rows (no prompt, no generation). A task it was not trained on is answered by
-    the head whose label set the task's labels map onto (or ``head``)."""
-
-    prompt_style: Literal["plain", "chat"] = "plain"
-
-    def __init__(self, path: str | Path, *, head: str | None = None, batch_size: int = 64,
-                 name: str | None = None) -> None:
-        from sentidistill.students.classifier import load_classifier
-
-        self.path = Path(path)
-        self.model, self.tok = load_classifier(self.path)
-        self.name = name or str(path)
-        self.kind = "classifier"
-        self.head = head
-        self.batch_size = batch_size
-        self.n_params: int | None = sum(p.numel() for p in self.model.parameters())
-
-    def fingerprint(self) -> dict[str, Any]:
-        weights = self.path / "model.safetensors"
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:32] if weights.is_file() else None
-        return {"adapter": "classifier", "path": str(self.path.resolve()), "weights": digest, "head": self.head}
-
-    def generate(self, prompts: list[Prompt], max_new_tokens: int, *, task: str = "",
-                 stop: list[str] | None = None) -> list[str]:
-        raise InputError(f"the classifier student cannot generate (task '{task}')", field="scoring",
-                         expected="restricted scoring of a classification task")
-
-    def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",
-               rows: list[dict[str, Any]] | None = None) -> list[Answer]:
-        from sentidistill.bench import get_task
-        from sentidistill.students.classifier import classifier_input
-
-        if rows is None:
-            raise InputError("the classifier student scores rows, not prompts", field="rows",
-                             expected="the benchmark rows (text, target)")
-        labels = list(get_task(task).labels) if task else words
-        probs = self.model.predict_proba(self.tok, task, [classifier_input(r) for r in rows], labels=labels,
-                                         head=self.head, batch_size=self.batch_size)
-        with np.errstate(divide="ignore"):
-            logp = np.log(probs)
-        return [Answer(text=words[int(np.argmax(p))], scores=[float(x) for x in lp])
-                for p, lp in zip(probs, logp, strict=True)]
-
-    def close(self) -> None:
-        pass
-
-
 def label_scores_from_logprobs(logprobs: list[Any], words: list[str]) -> tuple[list[float | None], list[tuple[str, float]]]:
     """Label scores from a generated answer's per-token top-k (``TeacherResponse.logprobs``).
 
@@ -601,10 +443,7 @@ def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size
     ``prompt_style`` (HF models): ``auto`` = chat for a causal model with a chat template, else plain."""
     if spec.startswith("replay:"):
         return ReplayAdapter(spec.split(":", 1)[1])
-    from sentidistill.students.classifier import is_classifier_checkpoint
 
-    if is_classifier_checkpoint(spec):
-        return ClassifierAdapter(spec, batch_size=max(batch_size, 32))
     if spec.startswith("openai:"):
         from sentidistill.config import TeacherConfig
         from sentidistill.teacher import build_teacher

@@ -22,16 +22,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from sentidistill.bench.task import Task
-
 log = logging.getLogger(__name__)
 
 Style = Literal["plain", "chat"]
+
+
+class Task(Protocol):
+    """What prompting needs of a task (:class:`sentidistill.bench.task.Task` has it; this module does not
+    import that one, which imports this)."""
+
+    name: str
+    spec: Any
+
+    def format_input(self, row: dict[str, Any]) -> str: ...
+
+    def answer_text(self, row: dict[str, Any]) -> str: ...
 
 
 def _item_rng(seed: int, task: str, text: str) -> random.Random:
@@ -53,7 +63,7 @@ class Embedder:
     """MiniLM sentence embeddings (sentence-transformers; mean pooling over transformers as a fallback)."""
 
     def __init__(self, model_path: str | None = None, batch_size: int = 64) -> None:
-        from sentidistill.modeling import minilm_path
+        from sentidistill.core.assets import minilm_path
 
         self.path = model_path or str(minilm_path())
         self.batch_size = batch_size

@@ -84,3 +84,8 @@ def resolve_tasks(suite: str | None = None, tasks: list[str] | None = None) -> l
     if tasks:
         return [get_task(t) for t in tasks]
     return [get_task(t) for t in list_tasks(suite or "sentibench")]
+
+
+def task_texts(name: str, split: str = "train", data_dir: str | Path | None = None) -> list[str]:
+    """The ``text`` of every row of task ``name``'s ``split`` (labels dropped): a review source for KnowDist."""
+    return [r["text"] for r in get_task(name).load(split, data_dir=data_dir)]

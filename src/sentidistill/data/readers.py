@@ -146,6 +146,12 @@ def _read_json_list(path: Path, encoding: str | None = None) -> list[Any]:
     return data
 
 
+def read_json_list(path: str | Path) -> list[Any]:
+    """The items of a JSON list file (UTF-8, BOM tolerated); InputError for a missing file, bad UTF-8 or JSON
+    (with the line), or a top level that is not a list. The one JSON-list reader (SentiBench, FSA)."""
+    return _read_json_list(_need_file(path))
+
+
 # -- SentiBench JSON lists ---------------------------------------------------------------------------
 
 def _sentibench_item(item: Any) -> Record:
@@ -451,13 +457,14 @@ def _delimited_rows(path: Path, delimiter: str, quoting: str, encoding: str | No
     kind = "tab" if delimiter == "\t" else "comma"
     records: list[tuple[int, list[str]]] = []
     if quoting == "none":
-        records = [(i, ln.split(delimiter)) for i, ln in _lines(text) if ln.strip()]
+        # Only blank lines are skipped; a line of empty fields is a record (and then an error naming it).
+        records = [(i, ln.split(delimiter)) for i, ln in _lines(text) if ln.strip() or delimiter in ln]
     elif quoting == "csv":
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
         start = 1
         try:
             for fields in reader:
-                if any(f.strip() for f in fields):
+                if fields:  # csv yields [] for a blank line only
                     records.append((start, fields))
                 start = reader.line_num + 1
         except csv.Error as exc:

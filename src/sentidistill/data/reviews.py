@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,17 +41,22 @@ def load_reviews(
     max_chars: int | None = None,
     split: str = "train",
     data_dir: str | Path | None = None,
+    task_texts: Callable[[str, str, str | Path | None], list[str]] | None = None,
 ) -> Reviews:
     """Read, de-duplicate (on :func:`normalise_text`) and length-filter review texts.
 
     ``source``: ``sentibench:<task>`` (that task's ``split`` texts, labels dropped), ``hf:NAME[:CONFIG]``,
     or a JSONL/JSON/CSV/TSV/Parquet file whose ``text_field`` column holds the text. ``limit`` applies
     after filtering; what it cuts is counted as ``dropped["over_limit"]``.
+
+    ``task_texts(task, split, data_dir)`` reads a task's texts for ``sentibench:`` sources (the data layer
+    does not import the bench; :func:`sentidistill.bench.registry.task_texts` is the one to pass).
     """
     if source.startswith("sentibench:"):
-        from sentidistill.bench.registry import get_task
-
-        texts = [r["text"] for r in get_task(source.split(":", 1)[1]).load(split, data_dir=data_dir)]
+        if task_texts is None:
+            raise InputError("a sentibench:<task> review source needs the bench's task reader", field="task_texts",
+                             expected="task_texts=sentidistill.bench.registry.task_texts")
+        texts = task_texts(source.split(":", 1)[1], split, data_dir)
     elif source.startswith("hf:"):
         texts = [r["text"] for r in load_records("hf", source, split=split, text_field=text_field)]
     else:

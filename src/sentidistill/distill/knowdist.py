@@ -55,13 +55,14 @@ def build_knowdist_corpus(
         return _from_replay(cfg, out_path)
     if teacher is None:
         raise InputError("KnowDist needs a teacher (or knowdist.replay_path)", field="knowdist.replay_path")
+    from sentidistill.bench.registry import task_texts
+    from sentidistill.core.records import SamplingParams
     from sentidistill.data import load_reviews
     from sentidistill.prompts import get_template
-    from sentidistill.teacher.types import SamplingParams
 
     rc = cfg.reviews
     reviews = load_reviews(rc.source, text_field=rc.text_field, limit=rc.limit, min_chars=rc.min_chars,
-                           max_chars=rc.max_chars, split=rc.split, data_dir=data_dir)
+                           max_chars=rc.max_chars, split=rc.split, data_dir=data_dir, task_texts=task_texts)
     stats = CorpusStats(path=str(out_path), inputs={"source": rc.source, "reviews": len(reviews),
                                                     "read": reviews.read, "dropped": dict(reviews.dropped)})
     if not len(reviews):

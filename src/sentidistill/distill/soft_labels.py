@@ -14,15 +14,13 @@ The label-free distillation recipe (issue "Distillation that works"), in the ord
 4. **Curation** (:mod:`sentidistill.distill.curation`): dedupe, optional confidence filter, a teacher-labelled
    dev slice for early stopping, class balancing by the calibrated label.
 
-The result is one Parquet file (:data:`SOFT_LABEL_SCHEMA`) plus ``<name>.stats.json`` with the label
+The result is one Parquet file (:data:`sentidistill.data.soft_label_corpus.SOFT_LABEL_SCHEMA`) plus ``<name>.stats.json`` with the label
 distributions, the calibration priors (what the benchmark's "teacher, calibrated" row applies to the test
 items) and what each filter removed.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
@@ -30,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from sentidistill.data.soft_label_corpus import write_soft_labels
 from sentidistill.distill.calibration import (
     CONTENT_FREE_INPUTS,
     batch_calibrate,
@@ -42,24 +39,10 @@ from sentidistill.distill.calibration import (
 )
 from sentidistill.distill.curation import curate
 from sentidistill.errors import InputError
-from sentidistill.utils.io import atomic_write_bytes, atomic_write_json
+from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-SOFT_LABEL_SCHEMA = pa.schema([
-    ("task", pa.string()),
-    ("id", pa.string()),
-    ("text", pa.string()),  # the text as the teacher saw it (cut at max_chars)
-    ("target", pa.string()),  # stance target etc.; null when the task has none
-    ("labels", pa.list_(pa.string())),  # the task's label names, the order of every distribution
-    ("teacher_logprobs", pa.list_(pa.float64())),  # log P(label | prompt), nats, averaged over prompt variants
-    ("probs_raw", pa.list_(pa.float64())),  # restricted-scoring distribution (softmax over the label set)
-    ("probs", pa.list_(pa.float64())),  # calibrated distribution: the soft label the student learns
-    ("teacher_label", pa.string()),  # arg-max of probs
-    ("split", pa.string()),  # train | dev (dev: early stopping on agreement with the teacher)
-    ("weight", pa.float64()),  # class-balancing weight (mean 1 over a task's training rows)
-    ("via", pa.string()),  # exact | logprobs | text: how the teacher's scores were read
-])
 
 # Instruction variants for prompt ensembling (variant 0 is the task's own instruction, i.e. the benchmark's
 # zero-shot prompt). Versioned: the version is part of every cache key.
@@ -150,8 +133,9 @@ def build_soft_label_corpus(
     out = Path(out)
     stats = SoftLabelStats(path=str(out), calibration=cfg.calibration, prompt_variants=cfg.prompt_variants)
     all_rows: list[dict[str, Any]] = []
-    for name in cfg.tasks:
-        task = get_task(name)
+    for spec in cfg.tasks:
+        task = get_task(spec)
+        name = task.name  # a user's YAML task is given by path; rows and priors are keyed by its name
         if task.kind != "classification":
             raise InputError(f"soft labels need a classification task; '{name}' is {task.kind}",
                              field="soft_labels.tasks", expected="classification tasks")
@@ -220,30 +204,3 @@ def build_soft_label_corpus(
     write_soft_labels(curated, out)
     atomic_write_json(out.with_suffix(".stats.json"), stats.to_dict())
     return stats
-
-
-def write_soft_labels(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write soft-labelled rows as Parquet (:data:`SOFT_LABEL_SCHEMA`), atomically."""
-    path = Path(path)
-    cols = {name: [r.get(name) for r in rows] for name in SOFT_LABEL_SCHEMA.names}
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols, schema=SOFT_LABEL_SCHEMA), buf, compression="zstd")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def read_soft_labels(path: str | Path) -> list[dict[str, Any]]:
-    """All rows of a soft-label corpus. Raises ``InputError`` naming the file and the missing column when
-    it is not one."""
-    path = Path(path)
-    table = pq.read_table(path)
-    missing = [c for c in ("task", "text", "labels", "probs") if c not in table.column_names]
-    if missing:
-        raise InputError(f"{path}: not a soft-label corpus", field=",".join(missing),
-                         expected=f"columns {SOFT_LABEL_SCHEMA.names}")
-    return table.to_pylist()
-
-
-def read_soft_label_stats(path: str | Path) -> dict[str, Any]:
-    """The ``.stats.json`` beside a soft-label corpus."""
-    return json.loads(Path(path).with_suffix(".stats.json").read_text(encoding="utf-8"))

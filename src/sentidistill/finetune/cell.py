@@ -85,87 +85,29 @@ def cell_is_done(cfg: CellConfig) -> bool:
 
 # -- features --------------------------------------------------------------------------------------
 
-def _eos_id(lm) -> int:
-    eos = getattr(lm.model.generation_config, "eos_token_id", None)
-    if isinstance(eos, list | tuple):
-        eos = eos[0] if eos else None
-    if eos is None:
-        eos = lm.tokenizer.eos_token_id if lm.tokenizer.eos_token_id is not None else lm.tokenizer.sep_token_id
-    return int(eos)
-
-
 def causal_prompt(sentence: str, task: Task) -> str:
     return f"{CAUSAL_INSTRUCTIONS[task]}\nSentence: {sentence}\nAnswer:"
 
 
 def build_features(lm, examples: Sequence[FSAExample], task: Task, max_source_length: int) -> list[dict]:
-    """Token ids per example: seq2seq (sentence -> answer + EOS) or causal (prompt + answer, loss on answer)."""
-    tok = lm.tokenizer
-    eos = _eos_id(lm)
-    feats: list[dict] = []
-    for ex in examples:
-        answer = target_text(ex, task)
-        if lm.kind == "seq2seq":
-            src = tok(ex.sentence, truncation=True, max_length=max_source_length)["input_ids"]
-            # No tokenizer specials on the target: BERT would add [CLS] (the decoder start) to the labels.
-            labels = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
-            feats.append({"input_ids": src, "labels": labels})
-        else:
-            prompt = tok(causal_prompt(ex.sentence, task), truncation=True, max_length=max_source_length)["input_ids"]
-            ans = (tok(" " + answer, add_special_tokens=False)["input_ids"] if answer else []) + [eos]
-            feats.append({"input_ids": prompt + ans, "labels": [-100] * len(prompt) + ans})
-    return feats
+    """Token ids per example (:meth:`~sentidistill.students.base.Student.encode_pair`): students that need an
+    instruction read :func:`causal_prompt`, the others the bare sentence; the loss is on the answer only."""
+    return [lm.encode_pair(student_input(lm, ex.sentence, task), target_text(ex, task), max_source_length)
+            for ex in examples]
 
 
-class PadCollator:
-    """Right-pads input_ids/labels of a batch (labels with -100) and builds the attention mask."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        n = max(len(b["input_ids"]) for b in batch)
-        m = max(len(b["labels"]) for b in batch)
-        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
-        att = torch.zeros((len(batch), n), dtype=torch.long)
-        lab = torch.full((len(batch), m), -100, dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b["input_ids"])] = torch.tensor(b["input_ids"])
-            att[i, : len(b["input_ids"])] = 1
-            lab[i, : len(b["labels"])] = torch.tensor(b["labels"])
-        return {"input_ids": ids, "attention_mask": att, "labels": lab}
+def student_input(lm, sentence: str, task: Task) -> str:
+    """What the student reads for ``sentence``: an instruction prompt, or the bare sentence (as in the paper)."""
+    return causal_prompt(sentence, task) if lm.needs_instruction else sentence
 
 
 def generate_answers(lm, examples: Sequence[FSAExample], task: Task, *, batch_size: int = 32,
                      max_new_tokens: int = 100, max_source_length: int = 256) -> list[str]:
     """Greedy answers for ``examples`` (batched; sorted by length so that padding stays small)."""
-    import torch
-
-    tok, model = lm.tokenizer, lm.model
-    was_training = model.training
-    model.eval()
-    texts = [ex.sentence if lm.kind == "seq2seq" else causal_prompt(ex.sentence, task) for ex in examples]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: list[str] = [""] * len(texts)
-    if lm.kind == "causal":
-        tok.padding_side = "left"  # generate from the right edge of every row
-    try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s: s + batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                      max_length=max_source_length).to(lm.device)
-            with torch.inference_mode():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=_eos_id(lm))
-            if lm.kind == "causal":
-                gen = gen[:, enc["input_ids"].shape[1]:]
-            for i, g in zip(idx, tok.batch_decode(gen, skip_special_tokens=True), strict=True):
-                out[i] = g.strip()
-    finally:
-        model.train(was_training)
-    return out
+    texts = [student_input(lm, ex.sentence, task) for ex in examples]
+    outs = lm.generate(texts, max_new_tokens, batch_size=batch_size, max_length=max_source_length,
+                       truncation_side="right", eos_token_id=lm.first_eos(), sort_by_length=True)
+    return [o.strip() for o in outs]
 
 
 def dev_f1(lm, examples: Sequence[FSAExample], task: Task, cfg: CellConfig) -> float:
@@ -209,7 +151,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
     t0, cpu0 = time.time(), time.process_time()
     hf_logging.disable_progress_bar()
@@ -229,10 +171,10 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     dev = sample_dev(dev, cfg.limit_dev, cfg.seed)
 
     set_seed(cfg.seed)
-    lm = load_model(cfg.model_spec, device=device)
+    lm = load_student(cfg.model_spec, device=device)
     lm.model.train()
     feats = build_features(lm, train, ds.task, cfg.max_source_length)
-    collator = PadCollator(lm.tokenizer.pad_token_id)
+    collator = lm.collator()  # pads the pre-encoded features (labels with -100)
 
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"f1": -1.0, "epoch": 0, "state": None}

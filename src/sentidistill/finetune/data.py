@@ -8,7 +8,6 @@ and the field; nothing is dropped silently.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -113,19 +112,10 @@ def _aspect(raw: Any, sentence: str, task: Task, path: Path, where: str) -> Aspe
 
 def read_fsa_file(path: str | Path, task: Task, split: str = "test") -> list[FSAExample]:
     """Read one FSA JSON file; every item is validated (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
-    from sentidistill.data.readers import read_text_file
+    from sentidistill.data.readers import read_json_list
 
-    try:
-        items = json.loads(read_text_file(path))  # strict: a byte that does not decode names its line
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno,
-                         expected="a JSON list of sentence objects") from None
-    if not isinstance(items, list):
-        raise InputError("top level is not a list", path=path, expected="a JSON list of sentence objects",
-                         got=type(items).__name__)
+    path = Path(path)
+    items = read_json_list(path)
     out: list[FSAExample] = []
     for i, item in enumerate(items):
         where = f"[{i}]"

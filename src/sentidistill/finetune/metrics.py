@@ -95,19 +95,14 @@ def micro_f1(golds: Sequence[Collection[Pair]], preds: Sequence[Collection[Pair]
 
     With no predictions precision is 0 (and with no gold pairs recall is 0), so F1 is 0, never undefined.
     """
+    from sentidistill.bench.metrics import tuple_metrics
+
     if len(golds) != len(preds):
         raise ValueError(f"{len(golds)} gold rows but {len(preds)} predictions")
-    n_gold = n_pred = n_correct = 0
-    for g, p in zip(golds, preds, strict=True):
-        gs, ps = set(g), set(p)
-        n_gold += len(gs)
-        n_pred += len(ps)
-        n_correct += len(gs & ps)
-    precision = n_correct / n_pred if n_pred else 0.0
-    recall = n_correct / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "n_gold": n_gold, "n_pred": n_pred, "n_correct": n_correct}
+    # The bench's exact-tuple micro-F1 over per-sentence sets (it counts multisets; sets make them plain sets).
+    m = tuple_metrics([set(p) for p in preds], [set(g) for g in golds])
+    return {"precision": m["precision"], "recall": m["recall"], "f1": m["micro_f1"],
+            "n_gold": m["n_gold"], "n_pred": m["n_pred"], "n_correct": m["tp"]}
 
 
 def score_predictions(examples: Sequence[FSAExample], outputs: Sequence[str], task: Task) -> dict[str, dict]:

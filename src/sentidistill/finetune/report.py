@@ -16,7 +16,7 @@ from sentidistill.finetune.stats import mean_std, paired_difference
 from sentidistill.utils.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
-    from sentidistill.finetune.runner import FinetuneResults
+    from sentidistill.finetune.results import FinetuneResults
 
 SUBSETS = [("all", "test+hard"), ("hard_test", "hard"), ("implicit", "implicit"), ("multi_polarity", "multi-pol.")]
 

@@ -20,13 +20,13 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentidistill.errors import InputError
 from sentidistill.finetune.cell import CellConfig, cell_is_done, run_cell
 from sentidistill.finetune.data import FSA_DATASETS
+from sentidistill.finetune.results import FinetuneResults
 from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -40,26 +40,6 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 CURVE_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # the data-efficiency curve
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass
-class FinetuneResults:
-    """Finished cells of a run (one dict per cell, as in its metrics.json) and the grid that was asked for."""
-
-    out_dir: Path
-    cells: list[dict[str, Any]]
-    models: list[str]
-    datasets: list[str]
-    seeds: list[int]
-    train_fractions: list[float]
-    settings: dict[str, Any] = field(default_factory=dict)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-
-    def scores(self, model: str, dataset: str, fraction: float, subset: str = "all") -> dict[int, float]:
-        """Seed -> F1 (x100) of one (model, dataset, fraction) on a test subset."""
-        return {c["seed"]: 100 * c["metrics"][subset]["f1"] for c in self.cells
-                if c["model"] == model and c["dataset"] == dataset
-                and abs(c["train_fraction"] - fraction) < 1e-9 and subset in c["metrics"]}
 
 
 def fraction_dir(f: float) -> str:
@@ -263,7 +243,7 @@ def _check_inputs(models: dict[str, str], datasets: set[str], data_dir: str | Pa
                              expected="train.json, test.json (dev.json, hard_test.json optional)")
     from transformers import AutoConfig
 
-    from sentidistill.modeling import resolve_model_path
+    from sentidistill.students import resolve_model_path
 
     for name, spec in models.items():
         try:

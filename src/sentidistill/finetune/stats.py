@@ -16,15 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sentidistill.bench.metrics import mean_std  # the one mean ± sample std (NaN for no values)
 from sentidistill.bench.stats import bootstrap_mean_ci, excludes_zero
 
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-    if not values:
-        raise ValueError("no values")
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+__all__ = ["PairedDifference", "bootstrap_ci", "mean_std", "paired_difference"]
 
 
 @dataclass

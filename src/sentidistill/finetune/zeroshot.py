@@ -135,12 +135,12 @@ def star_rating(text: str | None) -> int | None:
 
 
 def macro_f1(golds: Sequence[Any], preds: Sequence[Any]) -> float:
-    """Macro-F1 over the gold label set; an unparsed (None) or out-of-set prediction is simply wrong."""
-    from sklearn.metrics import f1_score
+    """Macro-F1 over the gold label set; an unparsed (None) or out-of-set prediction is simply wrong
+    (the bench's :func:`~sentidistill.bench.metrics.classification_metrics` with the gold labels as the set)."""
+    from sentidistill.bench.metrics import classification_metrics
 
-    labels = sorted({str(g) for g in golds})
-    return float(f1_score([str(g) for g in golds], [str(p) for p in preds], labels=labels, average="macro",
-                          zero_division=0))
+    gold = [str(g) for g in golds]
+    return classification_metrics([None if p is None else str(p) for p in preds], gold, sorted(set(gold)))["macro_f1"]
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -190,28 +190,16 @@ def load_zero_shot_items(name: str, data_dir: str | Path, limit: int | None = No
 def generate_analyses(model_spec: str, texts: Sequence[str], *, prompt_template: str = "{review}",
                       batch_size: int = 8, max_new_tokens: int = 192, max_source_length: int = 512,
                       device: str | None = None) -> list[str]:
-    """Greedy analyses of ``texts`` by the student (seq2seq or causal)."""
+    """Greedy analyses of ``texts`` by the student (any generative student kind)."""
     import torch
 
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
-    lm = load_model(model_spec, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tok = lm.tokenizer
+    lm = load_student(model_spec, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prompts = [prompt_template.format(review=t) for t in texts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out = [""] * len(prompts)
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size]
-        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_source_length).to(lm.device)
-        with torch.inference_mode():
-            gen = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                    pad_token_id=tok.pad_token_id)
-        if lm.kind == "causal":
-            gen = gen[:, enc["input_ids"].shape[1]:]
-        for i, g in zip(idx, tok.batch_decode(gen, skip_special_tokens=True), strict=True):
-            out[i] = g.strip()
-    return out
+    outs = lm.generate(prompts, max_new_tokens, batch_size=batch_size, max_length=max_source_length,
+                       truncation_side="right", sort_by_length=True)
+    return [o.strip() for o in outs]
 
 
 def default_prompt_template() -> str:

@@ -21,8 +21,8 @@ import jinja2.meta
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sentidistill.core.records import AnswerFormat, Message, SamplingParams, TeacherRequest
 from sentidistill.errors import InputError
-from sentidistill.teacher.types import AnswerFormat, Message, SamplingParams, TeacherRequest
 
 __all__ = ["Template", "get_template", "list_templates"]
 

@@ -160,11 +160,11 @@ def export_onnx_command(
     path = export_onnx(model, out, int8=int8)
     print(f"exported to {path}")
     if check:
-        from sentidistill.modeling import load_model
+        from sentidistill.students import load_student
 
         sample = ["The food was great and the service was friendly.", "Terrible movie, boring plot.",
                   "It was fine, nothing special.", "I love this phone but the screen is awful."][:check]
-        loaded = load_model(model)
+        loaded = load_student(model)
         for variant in (["fp32", "int8"] if int8 else ["fp32"]):
             res = agreement(loaded, path, sample, int8=variant == "int8", max_tokens=16)
             print(f"{variant}: ONNX and PyTorch agree on {res['agree']}/{res['n']} generations")

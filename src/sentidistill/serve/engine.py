@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import torch
 
+from sentidistill.core.records import TokenLogprob
 from sentidistill.errors import InputError
-from sentidistill.modeling import LoadedModel, load_model
-from sentidistill.teacher.types import TokenLogprob
+from sentidistill.students import Student, load_student
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class GenerationEngine:
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: Student,
         *,
         max_batch_size: int = 16,
         batch_wait_ms: float = 5.0,
@@ -111,14 +111,16 @@ class GenerationEngine:
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.loaded = loaded
-        self._setup(tokenizer=loaded.tokenizer, kind=loaded.kind, eos_ids=_eos_ids(loaded),
-                    context_limit=_context_limit(loaded), max_batch_size=max_batch_size,
+        self.student = loaded
+        self._setup(tokenizer=loaded.tokenizer, kind=loaded.kind, eos_ids=loaded.eos_token_ids(),
+                    context_limit=loaded.context_limit(), max_batch_size=max_batch_size,
                     batch_wait_ms=batch_wait_ms, max_queue=max_queue, on_batch=on_batch)
 
     def _setup(self, *, tokenizer: Any, kind: str, eos_ids: set[int], context_limit: int | None,
                max_batch_size: int, batch_wait_ms: float, max_queue: int,
                on_batch: Callable[[int, float], None] | None) -> None:
-        """Shared by every backend: model facts, the queue and the worker thread."""
+        """Shared by every backend: model facts, the queue and the worker thread (``kind``: the student kind,
+        reported by ``/health``)."""
         if max_batch_size < 1:
             raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=max_batch_size)
         self.tokenizer = tokenizer
@@ -135,30 +137,19 @@ class GenerationEngine:
 
     @classmethod
     def from_spec(cls, model_spec: str, *, device: str | None = None, **options: Any) -> GenerationEngine:
-        return cls(load_model(model_spec, device=device), **options)
+        return cls(load_student(model_spec, device=device), **options)
 
     # -- prompts -------------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """Token ids of a raw prompt or of chat messages (rendered with the tokenizer's chat template)."""
-        tok = self.tokenizer
-        if isinstance(prompt, list):
-            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            # Chat templates of causal LMs write their own special tokens; BERT/T5 encoders need theirs added.
-            add_special = self.kind == "seq2seq"
-        else:
-            text, add_special = prompt, True
-        ids = tok(text, add_special_tokens=add_special)["input_ids"]
-        if not ids:
-            raise InputError("the prompt is empty after tokenization", field="prompt", expected="some text")
-        return list(ids)
+        return self.student.encode_prompt(prompt)
 
     def check_length(self, n_prompt: int, max_tokens: int) -> None:
         """Reject prompts that would overflow the model's position table (a 4xx, not a crash mid-batch)."""
         if self.context_limit is None:
             return
-        need = n_prompt + (max_tokens if self.kind == "causal" else 0)
-        if need > self.context_limit or (self.kind == "seq2seq" and max_tokens > self.context_limit):
+        if self.student.tokens_needed(n_prompt, max_tokens) > self.context_limit:
             raise InputError(
                 f"this model's context is {self.context_limit} tokens; the prompt has {n_prompt} tokens "
                 f"and max_tokens is {max_tokens}",
@@ -267,24 +258,20 @@ class GenerationEngine:
         from transformers import GenerationConfig, StoppingCriteriaList
 
         tok = self.tokenizer
-        model = self.loaded.model
         params = jobs[0].params  # sampling settings are shared within a group
         enc = tok.pad({"input_ids": [j.input_ids for j in jobs]}, return_tensors="pt", padding=True)
         input_ids = enc["input_ids"].to(self.loaded.device)
         attention = enc["attention_mask"].to(self.loaded.device)
-        start = input_ids.shape[1] if self.kind == "causal" else 1
+        start = self.student.generation_offset(input_ids.shape[1])
         want_logprobs = any(j.params.logprobs for j in jobs)
         gen_cfg = self._generation_config(GenerationConfig, params, max(j.params.max_tokens for j in jobs),
                                           want_logprobs)
         if params.seed is not None:
             torch.manual_seed(params.seed)  # one worker thread: the global generator is ours
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            generation_config=gen_cfg,
+        seqs, out = self.student.generate_new_tokens(
+            input_ids, attention, generation_config=gen_cfg,
             stopping_criteria=StoppingCriteriaList([_RowStopper(tok, start, jobs)]),
         )
-        seqs = out.sequences[:, start:] if self.kind == "causal" else out.sequences[:, 1:]
         logp = None
         if want_logprobs:
             # Raw model logits (before temperature/top-p), as OpenAI reports them.
@@ -368,27 +355,3 @@ def _ids_within(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
         if len(tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
             return ids[:k]
     return ids
-
-
-def _eos_ids(loaded: LoadedModel) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(loaded.model, "generation_config", None), loaded.model.config):
-        eos = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, (list, tuple)):
-            ids.update(int(e) for e in eos)
-    if not ids and getattr(loaded.tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(loaded.tokenizer.eos_token_id))
-    return ids
-
-
-def _context_limit(loaded: LoadedModel) -> int | None:
-    """Longest sequence the model's position table allows (None when it has no absolute positions)."""
-    cfg = loaded.model.config
-    sub = getattr(cfg, "encoder", None) if loaded.kind == "seq2seq" else None
-    limit = getattr(sub or cfg, "max_position_embeddings", None)
-    if limit is None:
-        tml = getattr(loaded.tokenizer, "model_max_length", None)
-        limit = tml if isinstance(tml, int) and tml < 1_000_000 else None
-    return int(limit) if limit else None

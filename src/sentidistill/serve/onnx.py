@@ -20,7 +20,6 @@ import json
 import logging
 import shutil
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,97 +28,31 @@ import numpy as np
 import torch
 
 from sentidistill.errors import InputError
-from sentidistill.modeling import LoadedModel, load_model
-from sentidistill.serve.engine import Generation, GenerationEngine, GenParams, _context_limit, _eos_ids, _Job
+from sentidistill.serve.engine import Generation, GenerationEngine, GenParams, _Job
+from sentidistill.students import Student, load_student, student_class
+from sentidistill.students.onnx_graphs import OPSET
 from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 META_FILE = "sentidistill_onnx.json"
-OPSET = 17
-
-
-class _Encoder(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.encoder = model.get_encoder()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-
-class _Decoder(torch.nn.Module):
-    """The full seq2seq forward given encoder states (so projections such as EncoderDecoderModel's
-    ``enc_to_dec_proj`` are included); returns the last position's logits only."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=encoder_attention_mask,
-                         decoder_input_ids=decoder_input_ids, use_cache=False)
-        return out.logits[:, -1, :]
-
-
-class _Causal(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        return out.logits[:, -1, :]
-
-
-def _export(module: torch.nn.Module, args: tuple, path: Path, names: list[str], dyn: dict[str, dict[int, str]]) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        # The TorchScript exporter: it needs no onnxscript, and handles these HF graphs with dynamic axes.
-        torch.onnx.export(module, args, str(path), dynamo=False, input_names=names, output_names=["logits"],
-                          dynamic_axes=dyn, opset_version=OPSET, do_constant_folding=True)
 
 
 def export_onnx(model: str | Path, out_dir: str | Path, *, int8: bool = False) -> Path:
-    """Export ``model`` (any spec :func:`~sentidistill.modeling.load_model` takes) to ``out_dir``.
+    """Export ``model`` (any spec :func:`~sentidistill.students.load_student` takes) to ``out_dir``.
 
-    The folder is written beside and renamed into place, so a crash never leaves a half export.
+    The graphs are the student kind's (:meth:`~sentidistill.students.base.Student.export_onnx`). The folder
+    is written beside and renamed into place, so a crash never leaves a half export.
     """
     out_dir = Path(out_dir)
     # Always trace a freshly loaded copy: tracing can leave cached state on the module it traced.
-    loaded = load_model(str(model))
-    loaded.model.float().eval()
+    student = load_student(str(model))
+    student.model.float().eval()
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    pad = loaded.tokenizer.pad_token_id or 0
-    # Two rows of different real lengths so that padding/mask paths are traced, not constant-folded.
-    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 7, pad]], dtype=torch.long)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
-    files: dict[str, str] = {}
-    if loaded.kind == "seq2seq":
-        enc = _Encoder(loaded.model)
-        _export(enc, (ids, mask), tmp / "encoder.onnx", ["input_ids", "attention_mask"],
-                {"input_ids": {0: "batch", 1: "src"}, "attention_mask": {0: "batch", 1: "src"},
-                 "logits": {0: "batch", 1: "src"}})
-        with torch.no_grad():
-            hidden = enc(ids, mask)
-        start = _decoder_start(loaded)
-        dec_ids = torch.tensor([[start, 5, 6], [start, 7, 8]], dtype=torch.long)
-        _export(_Decoder(loaded.model), (dec_ids, hidden, mask), tmp / "decoder.onnx",
-                ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"],
-                {"decoder_input_ids": {0: "batch", 1: "tgt"}, "encoder_hidden_states": {0: "batch", 1: "src"},
-                 "encoder_attention_mask": {0: "batch", 1: "src"}, "logits": {0: "batch"}})
-        files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
-    else:
-        ids = torch.tensor([[5, 6, 7, 8], [pad, 5, 6, 7]], dtype=torch.long)
-        mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.long)
-        _export(_Causal(loaded.model), (ids, mask, _positions(mask)), tmp / "model.onnx",
-                ["input_ids", "attention_mask", "position_ids"],
-                {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                 "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}})
-        files = {"model": "model.onnx"}
+    pad = student.tokenizer.pad_token_id or 0
+    files, extra = student.export_onnx(tmp)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -132,33 +65,17 @@ def export_onnx(model: str | Path, out_dir: str | Path, *, int8: bool = False) -
                 quantize_dynamic(str(tmp / name), str(tmp / q), weight_type=QuantType.QInt8)
             finally:
                 logging.disable(logging.NOTSET)
-    loaded.tokenizer.save_pretrained(tmp)
-    loaded.model.config.save_pretrained(tmp)
+    student.tokenizer.save_pretrained(tmp)
+    student.model.config.save_pretrained(tmp)
     atomic_write_json(tmp / META_FILE, {
-        "format": 1, "kind": loaded.kind, "source": str(model), "files": files, "int8": int8,
-        "eos_token_ids": sorted(_eos_ids(loaded)), "pad_token_id": pad,
-        "decoder_start_token_id": _decoder_start(loaded) if loaded.kind == "seq2seq" else None,
-        "context_limit": _context_limit(loaded), "opset": OPSET,
+        "format": 1, "kind": student.kind, "source": str(model), "files": files, "int8": int8,
+        "eos_token_ids": sorted(student.eos_token_ids()), "pad_token_id": pad,
+        **extra, "context_limit": student.context_limit(), "opset": OPSET,
     })
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
-
-
-def _decoder_start(loaded: LoadedModel) -> int:
-    for src in (getattr(loaded.model, "generation_config", None), loaded.model.config):
-        v = getattr(src, "decoder_start_token_id", None) if src is not None else None
-        if v is not None:
-            return int(v)
-    return int(loaded.tokenizer.pad_token_id or 0)
-
-
-def _positions(mask: torch.Tensor | np.ndarray) -> Any:
-    """Position ids for left-padded rows: 0 at each row's first real token."""
-    if isinstance(mask, torch.Tensor):
-        return (mask.cumsum(-1) - 1).clamp(min=0)
-    return np.clip(mask.cumsum(-1) - 1, 0, None)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -205,11 +122,12 @@ class OnnxGenerationEngine(GenerationEngine):
 
         self.sessions = {role: session(role) for role in self.meta["files"]}
         tok = AutoTokenizer.from_pretrained(self.onnx_dir)
-        if self.meta["kind"] == "causal":
-            tok.padding_side = "left"
+        cls = student_class(self.meta["kind"])
+        tok.padding_side = cls.onnx_padding_side()
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         self.loaded = None  # type: ignore[assignment]
+        self.student = cls(None, tok, str(self.onnx_dir))  # type: ignore[arg-type]  # prompts and lengths only
         self.pad_id = int(self.meta["pad_token_id"])
         self._setup(tokenizer=tok, kind=self.meta["kind"], eos_ids=set(self.meta["eos_token_ids"]),
                     context_limit=self.meta.get("context_limit"), max_batch_size=max_batch_size,
@@ -229,43 +147,32 @@ class OnnxGenerationEngine(GenerationEngine):
         n = len(jobs)
         max_new = max(j.params.max_tokens for j in jobs)
         rng = np.random.default_rng(params.seed)
-        if self.kind == "seq2seq":
-            hidden = self.sessions["encoder"].run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            seq = np.full((n, 1), int(self.meta["decoder_start_token_id"]), dtype=np.int64)
-            start = 1
-        else:
-            seq, start = ids, ids.shape[1]
+        runner = type(self.student).onnx_runner(self.sessions, self.meta)
+        start = runner.start(ids, mask)
         stopper = _RowStopper(self.tokenizer, start, jobs)
         done = np.zeros(n, dtype=bool)
         steps: list[np.ndarray] = []
         want_logprobs = any(j.params.logprobs for j in jobs)
         eos = np.array(sorted(self._eos_ids), dtype=np.int64)
         for _ in range(max_new):
-            if self.kind == "seq2seq":
-                logits = self.sessions["decoder"].run(None, {"decoder_input_ids": seq, "encoder_hidden_states": hidden,
-                                                             "encoder_attention_mask": mask})[0]
-            else:
-                logits = self.sessions["model"].run(None, {"input_ids": seq, "attention_mask": mask,
-                                                           "position_ids": _positions(mask)})[0]
+            logits = runner.step()
             if want_logprobs:
                 steps.append(_log_softmax(logits.astype(np.float32)))
             nxt = (logits.argmax(-1) if params.temperature <= 0
                    else _sample(logits, params.temperature, params.top_p, rng)).astype(np.int64)
             nxt[done] = self.pad_id
-            seq = np.concatenate([seq, nxt[:, None]], axis=1)
-            if self.kind == "causal":
-                mask = np.concatenate([mask, np.ones((n, 1), dtype=np.int64)], axis=1)
+            runner.append(nxt)
             done |= np.isin(nxt, eos)
-            done |= stopper(torch.from_numpy(seq)).numpy()
+            done |= stopper(torch.from_numpy(runner.sequence)).numpy()
             if done.all():
                 break
-        gen = seq[:, start:]
+        gen = runner.sequence[:, start:]
         logp = torch.from_numpy(np.stack(steps, axis=1)) if want_logprobs else None
         return [self._finish(i, j, gen[i].tolist(), logp) for i, j in enumerate(jobs)]
 
 
 def agreement(
-    model: LoadedModel | str,
+    model: Student | str,
     onnx_dir: str | Path,
     prompts: Sequence[str | list[dict[str, str]]],
     *,
@@ -279,7 +186,7 @@ def agreement(
     With ``task`` (a SentiBench task), answers agree when they parse to the same value; without, when
     the generated texts are identical. Returns n, agree, rate, both timings and up to 5 mismatches.
     """
-    loaded = model if isinstance(model, LoadedModel) else load_model(str(model))
+    loaded = model if isinstance(model, Student) else load_student(str(model))
     params = GenParams(max_tokens=max_tokens)
     t0 = time.perf_counter()
     with GenerationEngine(loaded, max_batch_size=batch_size, batch_wait_ms=0) as pt:

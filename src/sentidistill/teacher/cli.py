@@ -64,6 +64,19 @@ def read_prompt_rows(path: Path, params: Any, answer_format: Any) -> tuple[list[
     return ids, requests
 
 
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["n_ctx=2048", "mode=server"]`` -> ``{"n_ctx": 2048, "mode": "server"}`` (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError("a teacher option is KEY=VALUE", field="--option", expected="e.g. n_ctx=2048", got=pair)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("teach")
     def teach(
@@ -72,9 +85,10 @@ def register(app: typer.Typer) -> None:
         cache: Path = typer.Option(Path("teacher_cache.sqlite"), "--cache", help="SQLite response cache (resumes a killed run)."),
         teacher_kind: str = typer.Option("openai", "--teacher-kind", help="openai | llamacpp | transformers | replay | vllm."),
         model: str = typer.Option("builtin:qwen2.5-coder-0.5b", "--model", help="Model name / path / builtin GGUF teacher."),
-        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
-        api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable that holds the API key."),
-        replay_path: Path | None = typer.Option(None, "--replay-path", help="Recorded JSONL transcript (kind=replay)."),
+        option: list[str] = typer.Option([], "--option", "-O", help="A backend option KEY=VALUE (YAML value), repeatable, e.g. -O base_url=http://localhost:8000/v1 -O n_ctx=2048; see docs/architecture.md for each backend's options."),
+        base_url: str | None = typer.Option(None, "--base-url", help="Shortcut for -O base_url=URL (openai)."),
+        api_key_env: str | None = typer.Option(None, "--api-key-env", help="Shortcut for -O api_key_env=NAME (openai): the variable holding the key."),
+        replay_path: Path | None = typer.Option(None, "--replay-path", help="Shortcut for -O replay_path=FILE (replay)."),
         concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
         max_tokens: int = typer.Option(256, "--max-tokens", min=1),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0),
@@ -101,16 +115,19 @@ def register(app: typer.Typer) -> None:
 
         A killed run restarted with the same --cache sends only the prompts not answered yet.
         """
-        from sentidistill.config import TeacherConfig
         from sentidistill.errors import BudgetExceeded, ConfigError
         from sentidistill.teacher import build_teacher
+        from sentidistill.teacher.config import TeacherConfig
         from sentidistill.teacher.types import AnswerFormat, SamplingParams
         from sentidistill.utils.io import write_jsonl
 
+        options = parse_options(option)
+        for key, value in (("base_url", base_url), ("api_key_env", api_key_env), ("replay_path", replay_path)):
+            if value is not None:
+                options[key] = value
         try:
             cfg = TeacherConfig(
-                kind=teacher_kind, model=model, base_url=base_url, api_key_env=api_key_env, replay_path=replay_path,
-                concurrency=concurrency, max_retries=max_retries, repair_attempts=repair_attempts, timeout_s=timeout,
+                **options, kind=teacher_kind, model=model, concurrency=concurrency, max_retries=max_retries, repair_attempts=repair_attempts, timeout_s=timeout,
                 max_requests=max_requests, max_total_tokens=max_total_tokens,
                 price_per_1k_prompt_tokens=price_prompt, price_per_1k_completion_tokens=price_completion,
             )

@@ -1,10 +1,10 @@
-"""A local GGUF teacher: llama-cpp-python's OpenAI-compatible server in a subprocess (``extra.mode: server``).
+"""A local GGUF teacher: llama-cpp-python's OpenAI-compatible server in a subprocess (``mode: server``).
 
 ``kind: llamacpp`` defaults to the in-process backend (``llamacpp_inprocess.py``), which returns top-k
 log-probs without ``logits_all`` (far cheaper per prompt). This mode remains for a server that other clients
 share. We start ``python -m llama_cpp.server`` on a free loopback port, wait for ``/v1/models``, and talk to
 it with the same OpenAI backend as any remote endpoint (so retries, logprobs and caching behave alike).
-The server is stopped on ``close()``. Options in ``TeacherConfig.extra``: ``logits_all`` (needed for
+The server is stopped on ``close()``. Options (``LlamaCppOptions``): ``logits_all`` (needed for
 log-probs; costs n_ctx x vocab floats of memory), ``n_gpu_layers``, ``startup_timeout_s``, ``server_args``.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from sentidistill.config import TeacherConfig
 from sentidistill.teacher.base import FatalBackendError
+from sentidistill.teacher.config import TeacherConfig
 from sentidistill.teacher.openai_backend import OpenAIBackend
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse
 from sentidistill.teacher.weights import resolve_gguf
@@ -113,7 +113,9 @@ class LlamaCppBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> LlamaCppBackend:
-        return cls(cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, timeout_s=cfg.timeout_s, extra=cfg.extra)
+        o = cfg.options
+        return cls(cfg.model, n_ctx=o.n_ctx, n_threads=o.n_threads, timeout_s=cfg.timeout_s,  # type: ignore[attr-defined]
+                   extra=o.model_dump())
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
         return await self._client.agenerate_one(request)

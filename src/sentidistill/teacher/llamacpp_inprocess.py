@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from sentidistill.config import TeacherConfig
 from sentidistill.teacher.base import FatalBackendError, RequestRejected
+from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.weights import resolve_gguf
 
@@ -81,7 +82,7 @@ def _sample(lp: np.ndarray, params: SamplingParams, rng: np.random.Generator) ->
 class LlamaCppInProcessBackend:
     """A GGUF file (or ``builtin:qwen2.5-coder-*``) loaded once with ``llama_cpp.Llama``; see the module doc.
 
-    Options in ``TeacherConfig.extra``: ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
+    Options (:class:`LlamaCppOptions`): ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
     reuse the KV cache of the previous prompt's common prefix).
 
     Restricted scoring (``params.score_labels``) is exact: log P(label tokens | prompt) summed over the
@@ -138,11 +139,9 @@ class LlamaCppInProcessBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> LlamaCppInProcessBackend:
-        x = cfg.extra
-        return cls(
-            cfg.model, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, n_gpu_layers=int(x.get("n_gpu_layers", 0)),
-            n_batch=int(x.get("n_batch", 512)), prefix_cache=bool(x.get("prefix_cache", True)),
-        )
+        o: LlamaCppOptions = cfg.options  # type: ignore[assignment]
+        return cls(cfg.model, n_ctx=o.n_ctx, n_threads=o.n_threads, n_gpu_layers=o.n_gpu_layers, n_batch=o.n_batch,
+                   prefix_cache=o.prefix_cache)
 
     # -- the backend interface ---------------------------------------------------------------------
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
@@ -320,18 +319,42 @@ class LlamaCppInProcessBackend:
         return f"LlamaCppInProcessBackend({self.model_id!r}, gguf={Path(self.gguf).name}, n_ctx={self.n_ctx})"
 
 
+class LlamaCppOptions(TeacherOptions):
+    """Options of the ``llamacpp`` backend (a local GGUF through llama-cpp-python)."""
+
+    mode: str = Field("inprocess", description="inprocess (cheap top-k log-probs, no port) or server (llama.cpp's OpenAI server in a subprocess).")
+    n_ctx: int = Field(4096, ge=256, description="Context length.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU (-1: all).")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens per llama.cpp batch (inprocess).")
+    prefix_cache: bool = Field(True, description="Reuse the KV cache of the previous prompt's common prefix (inprocess).")
+    logits_all: bool = Field(False, description="server mode: needed for top-k log-probs (ignored inprocess).")
+    server_args: list[str] | None = Field(None, description="server mode: extra command-line arguments.")
+    startup_timeout_s: float = Field(300.0, gt=0, description="server mode: how long the server may take to start.")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v.lower() not in ("inprocess", "server"):
+            raise ValueError(f"expected 'inprocess' or 'server' for kind=llamacpp, got {v!r}")
+        return v.lower()
+
+
 def build_llamacpp_backend(cfg: TeacherConfig) -> Any:
-    """``extra.mode``: ``inprocess`` (default; cheap log-probs, no port) or ``server`` (llama.cpp's OpenAI
+    """``mode``: ``inprocess`` (default; cheap log-probs, no port) or ``server`` (llama.cpp's OpenAI
     server in a subprocess, the same HTTP path as a remote endpoint; log-probs need ``logits_all``)."""
-    from sentidistill.errors import ConfigError
-
-    mode = str(cfg.extra.get("mode", "inprocess")).lower()
-    if mode == "inprocess":
-        if cfg.extra.get("logits_all"):
-            log.info("teacher.extra.logits_all is ignored in inprocess mode (log-probs need no full logits)")
+    o: LlamaCppOptions = cfg.options  # type: ignore[assignment]
+    if o.mode == "inprocess":
+        if o.logits_all:
+            log.info("teacher.logits_all is ignored in inprocess mode (log-probs need no full logits)")
         return LlamaCppInProcessBackend.from_config(cfg)
-    if mode == "server":
-        from sentidistill.teacher.llamacpp import LlamaCppBackend
+    from sentidistill.teacher.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend.from_config(cfg)
-    raise ConfigError(f"teacher.extra.mode: expected 'inprocess' or 'server' for kind=llamacpp, got {mode!r}")
+    return LlamaCppBackend.from_config(cfg)
+
+
+class LlamaCppTeacher:
+    """Kind ``llamacpp``: in-process (:class:`LlamaCppInProcessBackend`) or server mode (``LlamaCppBackend``)."""
+
+    Options = LlamaCppOptions
+    from_config = staticmethod(build_llamacpp_backend)

@@ -27,8 +27,8 @@ import openai
 import pydantic
 from openai.types.chat import ChatCompletion
 
-from sentidistill.config import TeacherConfig
 from sentidistill.teacher.base import FatalBackendError, RequestRejected, RetryableError
+from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,23 @@ def parse_retry_after(headers: httpx.Headers | None) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
+class OpenAIOptions(TeacherOptions):
+    """Options of the ``openai`` backend (any OpenAI-compatible endpoint)."""
+
+    base_url: str | None = pydantic.Field(None, description="Endpoint URL, e.g. http://localhost:8000/v1 (None: api.openai.com).")
+    api_key_env: str = pydantic.Field("OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself never goes in a config).")
+    extra_body: dict[str, Any] | None = pydantic.Field(None, description="Extra JSON fields sent with every request.")
+    reasoning_params: bool | None = pydantic.Field(None, description="OpenAI reasoning-model request shape (o1/o3/o4-mini, gpt-5...): send max_completion_tokens instead of max_tokens and leave out temperature/top_p. None = on for model names of those families, off otherwise.")
+
+    def check(self, cfg: TeacherConfig) -> None:
+        if not self.base_url and not cfg.model:
+            raise ValueError("kind=openai needs 'model' (and usually 'base_url')")
+
+
 class OpenAIBackend:
     """Chat completions through ``openai.AsyncOpenAI``; maps failures to typed errors."""
+
+    Options = OpenAIOptions
 
     def __init__(
         self,
@@ -110,9 +125,11 @@ class OpenAIBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> OpenAIBackend:
+        o: OpenAIOptions = cfg.options  # type: ignore[assignment]
         return cls(
-            cfg.model, cfg.base_url, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s, extra=cfg.extra,
-            max_connections=cfg.concurrency, reasoning_params=cfg.reasoning_params,
+            cfg.model, o.base_url, api_key_env=o.api_key_env, timeout_s=cfg.timeout_s,
+            extra={"extra_body": o.extra_body} if o.extra_body else None, max_connections=cfg.concurrency,
+            reasoning_params=o.reasoning_params,
         )
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:

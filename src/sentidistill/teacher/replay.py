@@ -17,9 +17,11 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from sentidistill.config import TeacherConfig
+from pydantic import Field
+
 from sentidistill.errors import InputError
 from sentidistill.teacher.base import MissingAnswer
+from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse
 from sentidistill.utils.io import read_jsonl
 
@@ -35,7 +37,20 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+class ReplayOptions(TeacherOptions):
+    """Options of the ``replay`` backend (answers from a recorded JSONL transcript)."""
+
+    replay_path: Path = Field(..., description="JSONL transcript (a cache export, or prompt/answer rows).")
+    match: MatchMode = Field("auto", description="How requests find their answer: auto, key, field or prompt.")
+    input_field: str | None = Field(None, description="match=field: the column holding the input.")
+    output_field: str | None = Field(None, description="match=field: the column holding the answer.")
+    metadata_field: str | None = Field(None, description="Request metadata field matched against input_field.")
+    model_id: str | None = Field(None, description="Model name for cache keys (default: the transcript's).")
+
+
 class ReplayBackend:
+    Options = ReplayOptions
+
     def __init__(
         self,
         path: str | Path,
@@ -88,12 +103,9 @@ class ReplayBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> ReplayBackend:
-        assert cfg.replay_path is not None  # the config validator guarantees it
-        x = cfg.extra
-        return cls(
-            cfg.replay_path, match=x.get("match", "auto"), input_field=x.get("input_field"),
-            output_field=x.get("output_field"), metadata_field=x.get("metadata_field"), model_id=x.get("model_id"),
-        )
+        o: ReplayOptions = cfg.options  # type: ignore[assignment]
+        return cls(o.replay_path, match=o.match, input_field=o.input_field, output_field=o.output_field,
+                   metadata_field=o.metadata_field, model_id=o.model_id)
 
     def _row_entry(self, row: dict[str, Any], lineno: int, input_field: str | None, output_field: str | None):
         def need(field: str) -> Any:

@@ -10,26 +10,37 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sentidistill.config import TeacherConfig
+from pydantic import Field
+
 from sentidistill.teacher.batching import MicroBatcher
+from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 
 
+class TransformersOptions(TeacherOptions):
+    """Options of the ``transformers`` backend (a local Hugging Face model, loaded as a student kind)."""
+
+    batch_size: int = Field(8, ge=1, description="Requests generated together.")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1...; default: cuda when available.")
+    dtype: str | None = Field(None, description="torch dtype name, e.g. bfloat16; default: the checkpoint's.")
+
+
 class TransformersBackend:
+    Options = TransformersOptions
     def __init__(
         self, model: str, *, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
         batch_wait_s: float = 0.005,
     ) -> None:
         import torch
 
-        from sentidistill.modeling import load_model
+        from sentidistill.students import load_student
 
         torch_dtype = getattr(torch, dtype) if dtype else None
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.lm = load_model(model, device=device, dtype=torch_dtype)
+        self.lm = load_student(model, device=device, dtype=torch_dtype)
         self.model_id = model
         # Same-parameter requests share a batch; the model is not thread-safe, so one worker thread.
         self._batcher = MicroBatcher(lambda reqs: self._generate(reqs[0].params, reqs), wait_s=batch_wait_s,
@@ -37,8 +48,8 @@ class TransformersBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> TransformersBackend:
-        x = cfg.extra
-        return cls(cfg.model, batch_size=int(x.get("batch_size", 8)), device=x.get("device"), dtype=x.get("dtype"))
+        o: TransformersOptions = cfg.options  # type: ignore[assignment]
+        return cls(cfg.model, batch_size=o.batch_size, device=o.device, dtype=o.dtype)
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
         return await self._batcher.submit(request)
@@ -46,12 +57,13 @@ class TransformersBackend:
     def _generate(self, params: SamplingParams, requests: list[TeacherRequest]) -> list[TeacherResponse]:
         import torch
 
-        tok, model = self.lm.tokenizer, self.lm.model
+        tok = self.lm.tokenizer
         # Every kind renders the chat template (load_model gives template-less tokenizers a plain one), as the
         # serve engine and the training collator do, so this teacher and `sentidistill serve` on the same
         # model answer alike; causal templates write their own special tokens, encoder inputs get the tokenizer's.
         texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=self.lm.kind != "causal").to(self.lm.device)
+        enc = tok(texts, return_tensors="pt", padding=True,
+                  add_special_tokens=self.lm.chat_adds_special_tokens).to(self.lm.device)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         sample = params.temperature > 0
@@ -62,11 +74,8 @@ class TransformersBackend:
         if sample:
             gen_kwargs.update(temperature=params.temperature, top_p=params.top_p)
         with torch.inference_mode():
-            out = model.generate(**enc, **gen_kwargs)
-        seqs = out.sequences
-        start = enc["input_ids"].shape[1] if self.lm.kind == "causal" else 1
-        gen = seqs[:, start:]
-        eos = self._eos_ids()  # not the pad id: a seq2seq decoder starts from it, and a model may emit it
+            gen, out = self.lm.generate_new_tokens(enc["input_ids"], enc["attention_mask"], **gen_kwargs)
+        eos = self.lm.eos_token_ids()  # not the pad id: a seq2seq decoder starts from it, and a model may emit it
         logprobs = None
         if params.logprobs:
             # [steps, batch, vocab] -> log-softmax over raw logits (what the model believes, pre-sampling).
@@ -98,16 +107,6 @@ class TransformersBackend:
                 usage=Usage(prompt_tokens=int(enc["attention_mask"][b].sum()), completion_tokens=n),
             ))
         return responses
-
-    def _eos_ids(self) -> set[int]:
-        """The ids that end an answer: the model's (generation) config, else the tokenizer's EOS."""
-        ids: set[int] = set()
-        for src in (getattr(self.lm.model, "generation_config", None), self.lm.model.config):
-            eos = getattr(src, "eos_token_id", None) if src is not None else None
-            ids.update([eos] if isinstance(eos, int) else list(eos or []))
-        if not ids and self.lm.tokenizer.eos_token_id is not None:
-            ids.add(int(self.lm.tokenizer.eos_token_id))
-        return ids
 
     async def aclose(self) -> None:
         return None

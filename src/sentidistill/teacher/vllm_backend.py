@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentidistill.config import TeacherConfig
+from pydantic import Field
+
 from sentidistill.teacher.base import FatalBackendError
 from sentidistill.teacher.batching import MicroBatcher
+from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 
+class VLLMOptions(TeacherOptions):
+    """Options of the ``vllm`` backend (the offline engine, GPU)."""
+
+    engine_args: dict[str, Any] | None = Field(None, description="Keyword arguments for vllm.LLM (e.g. tensor_parallel_size).")
+
+
 class VLLMBackend:
+    Options = VLLMOptions
+
     def __init__(self, model: str, *, engine_args: dict[str, Any] | None = None, batch_wait_s: float = 0.01) -> None:
         try:
             from vllm import LLM
@@ -29,7 +39,7 @@ class VLLMBackend:
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> VLLMBackend:
-        return cls(cfg.model, engine_args=cfg.extra.get("engine_args"))
+        return cls(cfg.model, engine_args=cfg.options.engine_args)  # type: ignore[attr-defined]
 
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
         return await self._batcher.submit(request)

@@ -1,4 +1,4 @@
-"""Training the student: collators, Trainer subclasses per method (KnowDist; ICLDist with top-k KL; on-policy
+"""Training the student: Trainer subclasses per method (KnowDist; ICLDist with top-k KL; on-policy
 distillation from a local teacher on trl's DistillationTrainer), engine.
 
 >>> from sentidistill.config import TrainingConfig
@@ -12,21 +12,36 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BenchEvalCallback", "CausalCollator", "ICLDistTrainer", "ICLDistTrainingArguments", "KDStats",
-    "KnowDistTrainer", "KnowDistTrainingArguments", "OnPolicyTrainer", "Seq2SeqCollator", "answer_only_loss",
-    "build_collator", "convert_gguf_to_hf", "last_complete_checkpoint", "load_corpus", "map_teacher_topk_to_ids",
-    "sentibench_eval_fn", "tokenizers_identical", "topk_kl", "train_student",
+    "LOSSES",
+    "BenchEvalCallback",
+    "CausalCollator",
+    "ICLDistTrainer",
+    "ICLDistTrainingArguments",
+    "KDStats",
+    "KnowDistTrainer",
+    "KnowDistTrainingArguments",
+    "OnPolicyTrainer",
+    "Seq2SeqCollator",
+    "answer_only_loss",
+    "convert_gguf_to_hf",
+    "last_complete_checkpoint",
+    "load_corpus",
+    "map_teacher_topk_to_ids",
+    "sentibench_eval_fn",
+    "tokenizers_identical",
+    "topk_kl",
+    "train_student",
 ]
 
 _WHERE = {
-    "CausalCollator": "collators", "Seq2SeqCollator": "collators", "build_collator": "collators",
-    "KDStats": "kd", "topk_kl": "kd",
+    "CausalCollator": "sentidistill.students.collate", "Seq2SeqCollator": "sentidistill.students.collate",
+    "KDStats": "align", "topk_kl": "losses", "LOSSES": "losses",
     "ICLDistTrainer": "trainers", "ICLDistTrainingArguments": "trainers", "KnowDistTrainer": "trainers",
     "KnowDistTrainingArguments": "trainers", "OnPolicyTrainer": "onpolicy",
     "BenchEvalCallback": "engine", "last_complete_checkpoint": "engine", "load_corpus": "engine",
     "sentibench_eval_fn": "engine", "train_student": "engine",
-    "answer_only_loss": "answer_logits", "convert_gguf_to_hf": "gguf_student",
-    "map_teacher_topk_to_ids": "vocab_kd", "tokenizers_identical": "vocab_kd",
+    "answer_only_loss": "answer_logits", "convert_gguf_to_hf": "sentidistill.students.gguf",
+    "map_teacher_topk_to_ids": "align", "tokenizers_identical": "align",
 }
 
 
@@ -35,5 +50,6 @@ def __getattr__(name: str) -> Any:
     if name in _WHERE:
         import importlib
 
-        return getattr(importlib.import_module(f"sentidistill.train.{_WHERE[name]}"), name)
+        where = _WHERE[name]
+        return getattr(importlib.import_module(where if "." in where else f"sentidistill.train.{where}"), name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ the hidden states at the positions whose *next* label is not -100 are gathered (
 tokens in the batch), and only those go through ``lm_head`` (by default inside the model's own forward, through
 transformers' boolean ``logits_to_keep`` mask, so distributed and PEFT wrappers see a normal call). The cross-entropy is the same number as the
 full-logits path (``ForCausalLMLoss``, mean over answer tokens), and so is its gradient; the token-level
-KL term (:func:`sentidistill.train.kd.topk_kl`) is computed on the same ``[N, V]`` logits.
+KL term (:func:`sentidistill.train.losses.topk_kl`) is computed on the same ``[N, V]`` logits.
 
 (An integer ``logits_to_keep`` would only serve when every row's answer is the same-length suffix; batches here
 are right-padded with answers of varying lengths, so the positions are chosen per row.)
@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from sentidistill.errors import InputError
-from sentidistill.train.kd import topk_kl
+from sentidistill.students import student_for
+from sentidistill.train.losses import topk_kl
 
 IGNORE_INDEX = -100
 
@@ -55,7 +56,7 @@ def split_causal_lm(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The transformer body (hidden states out) and the LM head of a causal LM, PEFT-wrapped or not."""
     inner = getattr(model, "module", model)  # DDP (the split path bypasses its hooks: single process only)
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # PEFT: LoRA is injected in place
-    if getattr(inner.config, "is_encoder_decoder", False):
+    if not student_for(inner, None).answer_only_logits:
         raise InputError("answer-only logits are for decoder-only (causal) models", field="model",
                          expected="a causal LM", got=type(inner).__name__)
     body = inner.base_model
@@ -170,12 +171,16 @@ def answer_only_loss(
     return answer_ce(ans, num_items_in_batch), ans.logits
 
 
-def answer_kl(ans: AnswerLogits, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-k KL term (:func:`sentidistill.train.kd.topk_kl`) on answer-only logits.
+def answer_teacher(ans: AnswerLogits, teacher_ids: torch.Tensor,
+                   teacher_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's top-k ``[N, K]`` at the answer positions of ``ans`` (aligned with ``ans.logits``).
 
     ``teacher_ids``/``teacher_logprobs`` are ``[B, T, K]`` aligned with ``labels`` (as the collators write
     them): the entry for the token predicted at hidden position t sits at t + 1.
     """
-    t_ids = teacher_ids[ans.batch_index, ans.position + 1].unsqueeze(0)  # [1, N, K]
-    t_lps = teacher_logprobs[ans.batch_index, ans.position + 1].unsqueeze(0)
-    return topk_kl(ans.logits.unsqueeze(0), t_ids, t_lps)
+    return (teacher_ids[ans.batch_index, ans.position + 1], teacher_logprobs[ans.batch_index, ans.position + 1])
+
+
+def answer_kl(ans: AnswerLogits, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k KL term (:func:`sentidistill.train.losses.topk_kl`) on answer-only logits."""
+    return topk_kl(ans.logits, *answer_teacher(ans, teacher_ids, teacher_logprobs))

@@ -4,7 +4,7 @@ The corpus is the Parquet file of :mod:`sentidistill.distill.soft_labels`: per t
 distribution over the task's labels, a class-balancing weight and a ``train``/``dev`` split. Training is
 transformers' ``Trainer`` (so ``accelerate launch`` gives DDP, checkpoints resume, and the data order is
 seeded), with the loss ``kl_weight · T²·KL(teacher ‖ student) + ce_weight · CE(gold)``
-(:mod:`sentidistill.train.label_losses`); batches mix tasks. Every ``eval_steps`` the student is scored on
+(``label_kl`` and ``label_ce`` of :mod:`sentidistill.train.losses`); batches mix tasks. Every ``eval_steps`` the student is scored on
 the dev slice by its agreement with the teacher (macro-F1 of the student's arg-max against the teacher's
 calibrated label, averaged over tasks, so a minority class counts as much as the majority): the best
 checkpoint is kept and training stops after ``patience`` evaluations without a gain. No gold label is
@@ -121,6 +121,33 @@ def agreement_metrics(logits: np.ndarray, task_ids: np.ndarray, teacher_label: n
     return out
 
 
+def _trainer_class() -> type:
+    """``Trainer`` with the label-set losses: ``kl_weight · label_kl + ce_weight · label_ce`` (both from the
+    loss registry, :mod:`sentidistill.train.losses`), the weights and temperature set per run."""
+    from transformers import Trainer
+
+    from sentidistill.train.losses import LOSSES, LossInputs
+
+    class SoftLabelTrainer(Trainer):
+        loss_weights: dict[str, float] = {}  # noqa: RUF012 - set per instance in train_classifier
+        temperature: float = 1.0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        task_ids=inputs["task_ids"], token_type_ids=inputs.get("token_type_ids"))
+            batch = {**inputs, "label_mask": out.label_mask, "temperature": self.temperature}
+            li = LossInputs(logits=out.logits, batch=batch)
+            loss = out.logits.new_zeros(())
+            for name, w in self.loss_weights.items():
+                if w > 0:
+                    value, n = LOSSES.get(name)(li)
+                    if int(n) > 0:
+                        loss = loss + w * value
+            return (loss, out) if return_outputs else loss
+
+    return SoftLabelTrainer
+
+
 def train_classifier(
     corpus: str | Path, out_dir: str | Path, cfg: Any, *, seed: int = 42, init_from: str | None = None,
 ) -> Path:
@@ -132,10 +159,10 @@ def train_classifier(
     checkpoint in ``out_dir/checkpoints``. Writes ``out_dir/final`` (safetensors) and
     ``out_dir/training_summary.json`` (steps, best dev agreement before/after, wall seconds). Raises
     ``InputError`` when the corpus has no training or no dev rows."""
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from sentidistill.distill.soft_labels import read_soft_labels
+    from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students.classifier import build_classifier, load_classifier, save_classifier
 
     t0 = time.perf_counter()
@@ -157,7 +184,6 @@ def train_classifier(
     else:
         model, tok = build_classifier(cfg.encoder, tasks, head_init=cfg.head_init, dropout=cfg.dropout,
                                       max_length=cfg.max_length, seed=seed)
-    model.loss_cfg = {"kl_weight": cfg.kl_weight, "ce_weight": cfg.ce_weight, "temperature": cfg.temperature}
     names = model.task_names
     train_ds = encode_rows(train_rows, tok, names, model.k_max, cfg.max_length)
     dev_ds = encode_rows(dev_rows, tok, names, model.k_max, cfg.max_length)
@@ -187,10 +213,13 @@ def train_classifier(
         _, task_ids, teacher_label = ep.label_ids
         return agreement_metrics(np.asarray(logits), np.asarray(task_ids), np.asarray(teacher_label), tasks)
 
-    trainer = Trainer(
+    trainer_cls = _trainer_class()
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds, data_collator=SoftLabelCollator(tok),
         compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
     )
+    trainer.loss_weights = {"label_kl": cfg.kl_weight, "label_ce": cfg.ce_weight}
+    trainer.temperature = cfg.temperature
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     before = trainer.evaluate() if last is None else {}
     trainer.train(resume_from_checkpoint=last)

@@ -153,17 +153,20 @@ class BenchEvalCallback(TrainerCallback):
 
 def sentibench_eval_fn(tasks: list[str], *, limit: int = 20, shots: int = 0, seed: int = 42,
                        data_dir: str | Path | None = None, kind: str = "auto") -> EvalFn:
-    """An ``eval_fn`` that runs ``tasks`` (``limit`` test items each) with the bench runner in memory."""
+    """An ``eval_fn`` that runs ``tasks`` (``limit`` test items each) with the bench runner in memory.
+
+    ``kind``: the student kind of the model being trained (``auto``: read from the model)."""
 
     def run(model: Any, tokenizer: Any) -> dict[str, float]:
         import tempfile
 
         from sentidistill.bench import run_bench
         from sentidistill.bench.models import HFModelAdapter
-        from sentidistill.modeling import LoadedModel
+        from sentidistill.students import student_class, student_for
 
-        fam = kind if kind != "auto" else ("seq2seq" if model.config.is_encoder_decoder else "causal")
-        adapter = HFModelAdapter(LoadedModel(model=model, tokenizer=tokenizer, kind=fam, source="training"))
+        student = (student_for(model, tokenizer, "training") if kind == "auto"
+                   else student_class(kind).wrap(model, tokenizer, "training"))
+        adapter = HFModelAdapter(student)
         with tempfile.TemporaryDirectory() as tmp:
             metrics = run_bench(adapter, tasks, shots=shots, seeds=[seed], limit=limit, out_dir=Path(tmp),
                                 data_dir=data_dir, model_name="training")
@@ -237,11 +240,12 @@ def build_training_args(method: Method, output_dir: Path, training: TrainingConf
     return KnowDistTrainingArguments(**common)
 
 
-def _apply_lora(model: Any, kind: str, r: int) -> Any:
+def _apply_lora(model: Any, task_type: str, r: int) -> Any:
+    """LoRA adapters on every linear layer (``task_type``: peft's ``TaskType`` name, from the student kind)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, target_modules="all-linear",
-                     task_type=TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM)
+                     task_type=TaskType[task_type])
     model = get_peft_model(model, cfg)
     model.print_trainable_parameters()
     return model
@@ -271,7 +275,7 @@ def train_student(
     """
     from transformers import set_seed
 
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
     from sentidistill.train.trainers import ICLDistTrainer, KnowDistTrainer
 
     if method not in METHODS:
@@ -285,19 +289,19 @@ def train_student(
     output_dir = Path(output_dir)
     set_seed(seed)
     dataset, corpus_counts = load_corpus(corpus_path, method)
-    lm = load_model(str(model_spec), student.kind)
+    lm = load_student(str(model_spec), student.kind)
+    lm.require_method(method)  # before any (large) teacher loads
     model = lm.model
     teacher = None
     if method == "onpolicy":
-        from sentidistill.train.onpolicy import load_teacher, require_causal
+        from sentidistill.train.onpolicy import load_teacher
 
-        require_causal(model, "student")  # before the (large) teacher loads
         precision = resolve_precision(training.precision)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if torch.cuda.is_available() else None
         teacher = load_teacher(teacher_spec, model, lm.tokenizer, dtype=dtype)
     model.train()
     if training.lora:
-        model = _apply_lora(model, lm.kind, training.lora_r)
+        model = _apply_lora(model, lm.lora_task_type, training.lora_r)
     args = build_training_args(method, output_dir, training, student, icl, seed, onpolicy)
     callbacks = []
     bench_cb = None
@@ -310,7 +314,7 @@ def train_student(
         trainer: Any = OnPolicyTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
                                        processing_class=lm.tokenizer, callbacks=callbacks)
     else:
-        trainer_cls = ICLDistTrainer if method == "icldist" else KnowDistTrainer
+        trainer_cls = lm.trainer_class(method) or (ICLDistTrainer if method == "icldist" else KnowDistTrainer)
         trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=lm.tokenizer,
                               callbacks=callbacks)
     if bench_cb is not None:

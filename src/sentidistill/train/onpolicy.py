@@ -19,8 +19,9 @@ from trl import DistillationConfig, DistillationTrainer
 from trl.trainer.utils import RepeatSampler
 
 from sentidistill.errors import InputError
-from sentidistill.train.collators import parse_messages, source_text
-from sentidistill.train.vocab_kd import tokenizer_difference
+from sentidistill.students import student_for
+from sentidistill.students.collate import parse_messages, source_text
+from sentidistill.train.align import tokenizer_difference
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,9 @@ def _vocab_size(model: Any) -> int:
 
 
 def require_causal(model: Any, role: str) -> None:
-    """Raise :class:`InputError` when ``model`` (the ``role``: student or teacher) is an encoder-decoder."""
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise InputError(f"on-policy distillation needs a causal (decoder-only) {role}, got an encoder-decoder "
-                         f"({model.config.model_type})", field=role,
-                         expected="a causal LM such as Qwen, Llama or GPT-2 (seq2seq students: --method knowdist "
-                                  "or icldist)")
+    """Raise :class:`InputError` when ``model`` (the ``role``: student or teacher) cannot take part in on-policy
+    distillation (its student kind does not list the method, e.g. an encoder-decoder)."""
+    student_for(model, None).require_method("onpolicy", role)
 
 
 def check_distillable(student: Any, student_tok: Any, teacher: Any, teacher_tok: Any, teacher_spec: str = "") -> None:
@@ -84,11 +82,11 @@ def check_distillable(student: Any, student_tok: Any, teacher: Any, teacher_tok:
 
 
 def load_teacher(spec: str, student: Any, student_tok: Any, dtype: torch.dtype | None = None) -> Any:
-    """Load the teacher through :func:`sentidistill.modeling.load_model` (HF ids/paths, ``gguf:`` specs), frozen,
+    """Load the teacher through :func:`sentidistill.students.load_student` (HF ids/paths, ``gguf:`` specs), frozen,
     after checking it can teach ``student`` (:func:`check_distillable`)."""
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
-    lm = load_model(str(spec), "auto", dtype=dtype)
+    lm = load_student(str(spec), "auto", dtype=dtype)
     check_distillable(student, student_tok, lm.model, lm.tokenizer, str(spec))
     teacher = lm.model
     teacher.requires_grad_(False)  # only ever run under no_grad; keeps it out of any optimiser or DDP wrapper

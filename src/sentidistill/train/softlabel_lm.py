@@ -1,0 +1,216 @@
+"""Generative students (seq2seq, causal) learning a teacher's soft labels: the label-distribution KL.
+
+For each text of a soft-label corpus (:mod:`sentidistill.data.soft_label_corpus`) the student reads the
+task's zero-shot prompt (the one the benchmark gives it, in the student's own prompt style) and scores
+every label word as the answer (its sequence log-likelihood, summed over the label's tokens:
+:meth:`sentidistill.students.hf.HFStudent.sequence_logprobs`, the same continuations as restricted scoring
+uses, so what is trained is what the benchmark reads). Those K log-likelihoods, as logits, make the student's
+distribution over the label set; the loss is ``T²·KL(teacher ‖ softmax(s / T))`` (``label_kl`` in
+:mod:`sentidistill.train.losses`), weighted per row by the corpus's class-balancing weights. The dev slice
+selects and early-stops the student on its agreement with the teacher (macro-F1 against the teacher's
+calibrated label, averaged over tasks), as for the classifier student.
+
+This is the sequence-level analogue of the classifier's soft-label KL (cf. the sequence-level KD of Kim &
+Rush 2016, restricted to the task's label set as in SentiBench's restricted scoring).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sentidistill.errors import InputError
+from sentidistill.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MASKED = -1.0e4
+
+
+def build_rows(rows: list[dict[str, Any]], student: Any, task_names: list[str]) -> list[dict[str, Any]]:
+    """Per corpus row: the rendered zero-shot prompt, the label continuations and how many of their tokens
+    count, the teacher distribution and the bookkeeping fields. Raises InputError for a task that is not in
+    the registry (the prompt comes from the task definition)."""
+    from sentidistill.bench import get_task
+
+    style = student.default_prompt_style
+    tasks = {}
+    out = []
+    for r in rows:
+        name = r["task"]
+        if name not in tasks:
+            try:
+                tasks[name] = get_task(name)
+            except InputError:
+                raise InputError(f"task '{name}' of the corpus is not a registered task: a generative student "
+                                 "needs its prompt", field="task", expected="a task from `sentidistill bench --list`") from None
+            t = tasks[name]
+            if list(t.labels) != list(r["labels"]):
+                raise InputError(f"task '{name}': the corpus's labels {r['labels']} differ from the task's {t.labels}",
+                                 field="labels")
+        t = tasks[name]
+        words = [t.verbalizers[lab] for lab in t.labels]
+        conts, n_tokens = student.label_continuations(words, style)
+        out.append({
+            "prompt": student.render(t.prompt(r, [], style=style)), "conts": conts, "n_tokens": n_tokens,
+            "probs": [float(x) for x in r["probs"]], "weight": float(r.get("weight") or 1.0),
+            "task_id": task_names.index(name), "teacher_label": int(np.argmax(r["probs"])),
+        })
+    return out
+
+
+class LabelSetCollator:
+    """Keeps prompts and continuations as text (the student tokenises them in the loss); pads the label
+    tensors to the widest label set of the batch."""
+
+    def __call__(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
+        k = max(len(f["probs"]) for f in feats)
+        soft = torch.zeros(len(feats), k)
+        mask = torch.zeros(len(feats), k, dtype=torch.bool)
+        for i, f in enumerate(feats):
+            soft[i, : len(f["probs"])] = torch.tensor(f["probs"])
+            mask[i, : len(f["probs"])] = True
+        return {
+            "prompts": [f["prompt"] for f in feats], "conts": [list(f["conts"]) for f in feats],
+            "n_tokens": [list(f["n_tokens"]) for f in feats], "soft_labels": soft, "label_mask": mask,
+            "weights": torch.tensor([f["weight"] for f in feats]),
+            "task_ids": torch.tensor([f["task_id"] for f in feats]),
+            "teacher_label": torch.tensor([f["teacher_label"] for f in feats]),
+        }
+
+
+def label_logits(student: Any, batch: dict[str, Any], max_length: int) -> torch.Tensor:
+    """``[B, K_max]``: each row's label-word log-likelihoods (nats), :data:`MASKED` past its label count."""
+    flat_p, flat_c, flat_n = [], [], []
+    for p, cs, ns in zip(batch["prompts"], batch["conts"], batch["n_tokens"], strict=True):
+        flat_p += [p] * len(cs)
+        flat_c += cs
+        flat_n += ns
+    scores = student.sequence_logprobs(flat_p, flat_c, n_tokens=flat_n, max_length=max_length)
+    mask = batch["label_mask"]
+    out = torch.full(mask.shape, MASKED, dtype=scores.dtype, device=scores.device)
+    out[mask.to(scores.device)] = scores
+    return out
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    from sentidistill.train.losses import LOSSES, LossInputs
+
+    class LabelKLTrainer(Trainer):
+        """``label_kl`` between the teacher's soft labels and the student's label-set distribution."""
+
+        student: Any = None
+        temperature: float = 1.0
+        max_length: int = 256
+
+        def _loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            self.student.model = model  # the Trainer's (possibly wrapped) model computes the scores
+            logits = label_logits(self.student, inputs, self.max_length)
+            batch = {**inputs, "temperature": self.temperature}
+            value, _ = LOSSES.get("label_kl")(LossInputs(logits=logits, batch=batch))
+            return value, logits
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, logits = self._loss(model, inputs)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            with torch.no_grad():
+                loss, logits = self._loss(model, inputs)
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            return loss.detach(), logits.detach(), (inputs["teacher_label"], inputs["task_ids"])
+
+    return LabelKLTrainer
+
+
+def train_generative_on_soft_labels(
+    student_spec: str, corpus: str | Path, out_dir: str | Path, training: Any, *, kind: str = "auto",
+    temperature: float = 1.0, patience: int = 3, max_length: int = 256, seed: int = 42,
+) -> Path:
+    """Train a seq2seq or causal student on a soft-label corpus with the label-distribution KL; returns
+    ``out_dir/final`` (the student saved by its kind, safetensors). Resumes from ``out_dir/checkpoints``;
+    early-stops on dev agreement with the teacher (``patience`` evaluations). Writes
+    ``out_dir/training_summary.json``. Raises InputError for a student kind that cannot generate, a corpus
+    without training or dev rows, or tasks missing from the registry."""
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from sentidistill.data.soft_label_corpus import read_soft_labels
+    from sentidistill.students import load_student
+    from sentidistill.train.classifier import agreement_metrics
+    from sentidistill.train.engine import resolve_precision
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    rows = read_soft_labels(corpus)
+    train_rows = [r for r in rows if r.get("split", "train") == "train"]
+    dev_rows = [r for r in rows if r.get("split") == "dev"]
+    if not train_rows or not dev_rows:
+        raise InputError(f"{corpus}: needs training and dev rows", field="split", expected="train and dev rows")
+    student = load_student(student_spec, kind)
+    if not student.can_generate:
+        raise InputError(f"a {student.kind} student learns soft labels with the classifier trainer",
+                         field="student", expected="a seq2seq or causal student")
+    student.model.train()
+    task_names = list(dict.fromkeys(r["task"] for r in rows))
+    tasks = [{"name": n, "labels": next(r["labels"] for r in rows if r["task"] == n)} for n in task_names]
+    train_ds = Dataset.from_list(build_rows(train_rows, student, task_names))
+    dev_ds = Dataset.from_list(build_rows(dev_rows, student, task_names))
+    precision = resolve_precision(training.precision)
+    steps_per_epoch = max(1, -(-len(train_ds) // (training.batch_size * training.gradient_accumulation_steps)))
+    eval_steps = training.eval_steps or max(10, steps_per_epoch // 2)
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=training.batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=training.learning_rate, num_train_epochs=training.epochs, max_steps=training.max_steps,
+        weight_decay=training.weight_decay, warmup_steps=training.warmup_ratio, eval_strategy="steps",
+        eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=max(2, training.save_total_limit), load_best_model_at_end=True,
+        metric_for_best_model="teacher_agreement", greater_is_better=True, logging_steps=training.logging_steps,
+        remove_unused_columns=False, report_to=training.report_to or [], seed=seed, data_seed=seed,
+        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", fp16=precision == "fp16", disable_tqdm=True,
+    )
+
+    def compute_metrics(ep: Any) -> dict[str, float]:
+        teacher_label, task_ids = ep.label_ids
+        return agreement_metrics(np.asarray(ep.predictions), np.asarray(task_ids), np.asarray(teacher_label), tasks)
+
+    trainer = _trainer_class()(
+        model=student.model, args=args, train_dataset=train_ds, eval_dataset=dev_ds, data_collator=LabelSetCollator(),
+        compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
+    )
+    trainer.student, trainer.temperature, trainer.max_length = student, temperature, max_length
+    ckpt = out_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    before = trainer.evaluate() if last is None else {}
+    trainer.train(resume_from_checkpoint=last)
+    after = trainer.evaluate()
+    import shutil
+
+    final, tmp = out_dir / "final", out_dir / ".final.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # as train_student saves: weights (safetensors) + config, main process only
+    student.tokenizer.save_pretrained(tmp)
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_summary.json says the same
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    summary = {
+        "student": student_spec, "kind": student.kind, "train_rows": len(train_ds), "dev_rows": len(dev_ds),
+        "global_step": trainer.state.global_step, "best_teacher_agreement": trainer.state.best_metric,
+        "dev_before": {k: v for k, v in before.items() if "agreement" in k or "accuracy" in k},
+        "dev_after": {k: v for k, v in after.items() if "agreement" in k or "accuracy" in k},
+        "resumed_from": last, "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    atomic_write_json(out_dir / "training_summary.json", summary)
+    log.info("generative student on soft labels: %s", json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
+    return final
