@@ -441,7 +441,8 @@ def create_app(
         if engine.kind == "classifier":
             from sentidistill.serve.classify import analyze_request
 
-            return await analyze_request(engine, req, limits=limits, model_name=model_name)  # type: ignore[arg-type]
+            return await analyze_request(engine, req, limits=limits, model_name=model_name,  # type: ignore[arg-type]
+                                          api_error=APIError)
         if len(req.texts) > limits.max_texts:
             raise APIError(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
                            param="texts", code="too_many_texts")

@@ -20,7 +20,6 @@ multiply-adds per text, nothing next to the encoder.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import warnings
@@ -33,8 +32,14 @@ import torch
 from torch import nn
 
 from sentidistill.errors import InputError
-from sentidistill.serve.classify import KIND, head_offsets
-from sentidistill.serve.onnx import META_FILE, OPSET
+from sentidistill.serve.classifier_backends import (
+    KIND,
+    OnnxClassifierBackend,
+    TorchClassifierBackend,
+    head_offsets,
+)
+from sentidistill.serve.onnx import META_FILE
+from sentidistill.students.onnx_graphs import OPSET
 from sentidistill.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -116,51 +121,12 @@ def export_classifier_onnx(model: str | Path, out_dir: str | Path, *, int8: bool
     return out_dir
 
 
-class OnnxClassifierBackend:
-    """An exported classifier in onnxruntime (CPU): the same tokenisation as PyTorch, one session run per
-    batch. ``int8`` loads ``model_int8.onnx``; ``threads`` sets onnxruntime's intra-op threads."""
-
-    def __init__(self, onnx_dir: str | Path, *, int8: bool = False, threads: int | None = None) -> None:
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-
-        self.onnx_dir = Path(onnx_dir)
-        meta_path = self.onnx_dir / META_FILE
-        if not meta_path.is_file():
-            raise InputError("not an ONNX export folder (run `sentidistill export-onnx` first)", path=meta_path)
-        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("kind") != KIND:
-            raise InputError("not a classifier export", path=meta_path, field="kind", expected=KIND,
-                             got=self.meta.get("kind"))
-        if int8 and not self.meta.get("int8"):
-            raise InputError("this export has no int8 graph (export with --int8)", path=meta_path, field="int8")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        name = self.meta["files"]["model"].replace(".onnx", "_int8.onnx" if int8 else ".onnx")
-        self.session = ort.InferenceSession(str(self.onnx_dir / name), opts, providers=["CPUExecutionProvider"])
-        self.tokenizer = AutoTokenizer.from_pretrained(self.onnx_dir)
-        self.tasks: list[dict[str, Any]] = list(self.meta["tasks"])
-        self.inputs: list[str] = list(self.meta["inputs"])
-        self.max_length = int(self.meta["max_seq_length"])
-        self.int8 = int8
-
-    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="np")
-        feed = {n: enc[n].astype(np.int64) for n in self.inputs}
-        out = self.session.run(["logits"], feed)[0].astype(np.float32)
-        return out, enc["attention_mask"].sum(1).tolist()
-
-
 def classifier_agreement(model: str | Path, onnx_dir: str | Path, texts: Sequence[str], *, int8: bool = False,
                          batch_size: int = 32) -> dict[str, Any]:
     """How often ONNX and PyTorch pick the same label, over every text and every head.
 
     Returns ``n`` (texts x heads), ``agree``, ``rate``, ``per_head`` {head: rate}, ``max_abs_prob_diff``
     (largest difference of a class probability) and up to 5 ``mismatches`` {index, head, torch, onnx}."""
-    from sentidistill.serve.classify import TorchClassifierBackend
-
     pt = TorchClassifierBackend(model)
     ox = OnnxClassifierBackend(onnx_dir, int8=int8)
     if [t["name"] for t in pt.tasks] != [t["name"] for t in ox.tasks]:

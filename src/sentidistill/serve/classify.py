@@ -32,35 +32,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from sentidistill.errors import InputError
+from sentidistill.serve.classifier_backends import (
+    KIND,
+    ClassifierBackend,
+    head_offsets,
+    is_classifier_onnx_dir,
+    open_backend,
+)
 from sentidistill.serve.engine import OverloadedError
 
 log = logging.getLogger(__name__)
-
-KIND = "classifier"
-
-
-class ClassifierBackend(Protocol):
-    """What the engine needs from a loaded classifier (PyTorch or onnxruntime)."""
-
-    tasks: list[dict[str, Any]]  # config.tasks of the student: [{name, labels, words}], head order
-
-    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-        """Every head's logits ``[len(texts), ΣK]`` (float32; head ``t`` at columns
-        ``offsets[t]:offsets[t+1]``, in the order of :attr:`tasks`) and each text's token count."""
-        ...
-
-
-def head_offsets(tasks: Sequence[dict[str, Any]]) -> list[int]:
-    """Column offsets of each head in the all-heads logits: ``[0, K_0, K_0 + K_1, ..., ΣK]``."""
-    out = [0]
-    for t in tasks:
-        out.append(out[-1] + len(t["labels"]))
-    return out
 
 
 class HeadTable:
@@ -86,64 +72,6 @@ class HeadTable:
     def head_for(self, task: str, labels: Sequence[str], *, head: str | None = None) -> tuple[int, list[int]]:
         """``(head index, index in that head of each of labels)``; ``InputError`` listing the heads if none fits."""
         return self._student.head_for(self, task, labels, head=head)  # type: ignore[arg-type]
-
-
-# -- backends ---------------------------------------------------------------------------------------
-
-class TorchClassifierBackend:
-    """A classifier checkpoint in PyTorch: tokenise (padding, truncation at the student's
-    ``max_seq_length``), pool, apply every head."""
-
-    def __init__(self, path: str | Path, *, device: str | None = None) -> None:
-        from sentidistill.students.classifier import load_classifier
-
-        self.model, self.tokenizer = load_classifier(path, device=device)
-        self.tasks: list[dict[str, Any]] = list(self.model.config.tasks)
-        self.max_length = int(self.model.config.max_seq_length)
-
-    def logits(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-        import torch
-
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt").to(self.model.device)
-        with torch.inference_mode():
-            pooled = self.model.pooled(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
-            out = torch.cat([h(pooled) for h in self.model.heads], dim=-1).float().cpu().numpy()
-        return out, enc["attention_mask"].sum(1).tolist()
-
-
-def open_backend(model: str | Path, backend: str = "torch", *, int8: bool = False, device: str | None = None,
-                 threads: int | None = None) -> ClassifierBackend:
-    """A backend for a classifier checkpoint (``torch``) or its ONNX export (``onnx``; ``int8`` picks the
-    quantised graph). Raises ``InputError`` for a wrong combination."""
-    if backend == "onnx" or is_classifier_onnx_dir(model):
-        from sentidistill.serve.classifier_onnx import OnnxClassifierBackend
-
-        if not is_classifier_onnx_dir(model):
-            raise InputError(f"{model} is a classifier checkpoint, not an ONNX export", field="backend",
-                             expected="backend 'torch', or an export-onnx folder (sentidistill export-onnx MODEL "
-                                      "--out DIR [--int8])")
-        return OnnxClassifierBackend(model, int8=int8, threads=threads)
-    if backend != "torch":
-        raise InputError(f"unknown backend '{backend}'", field="backend", expected="torch | onnx")
-    if int8:
-        raise InputError("int8 needs the onnx backend", field="int8", expected="an export-onnx folder made with --int8")
-    return TorchClassifierBackend(model, device=device)
-
-
-def is_classifier_onnx_dir(path: str | Path) -> bool:
-    """Whether ``path`` is an export-onnx folder of a classifier student (its meta file says so)."""
-    import json
-
-    from sentidistill.serve.onnx import META_FILE
-
-    meta = Path(path) / META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("kind") == KIND
-    except (OSError, ValueError):
-        return False
 
 
 def is_classifier_model(spec: str | Path) -> bool:
@@ -350,28 +278,30 @@ def _input_fields(task: Any) -> list[str]:
 
 # -- the server's /v1/analyze -----------------------------------------------------------------------
 
-async def analyze_request(engine: ClassifierEngine, req: Any, *, limits: Any, model_name: str) -> Any:
+async def analyze_request(engine: ClassifierEngine, req: Any, *, limits: Any, model_name: str,
+                          api_error: Callable[..., Exception]) -> Any:
     """``POST /v1/analyze`` for a classifier: the same request and response as for a generating student;
     each result also has ``probabilities`` {label: p}; ``raw`` is the predicted label, ``finish_reason``
     ``stop``, ``usage.completion_tokens`` 0. ``shots`` are refused (a classifier takes no demonstrations);
     ``style`` and ``max_tokens`` are generation settings and have no effect.
-    Errors: 400 for too many or too long texts, an extraction task, a missing field; 504 past the timeout."""
-    from sentidistill.serve.app import APIError
+    Errors (``api_error(status, message, type, param=, code=)``, the app's own error class, passed in so this
+    module does not import the app): 400 for too many or too long texts, an extraction task, a missing field;
+    504 past the timeout."""
     from sentidistill.serve.schemas import AnalyzeResponse, AnalyzeResult, UsageInfo
     from sentidistill.serve.tasks import make_row, resolve_task
 
     if len(req.texts) > limits.max_texts:
-        raise APIError(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
+        raise api_error(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
                        param="texts", code="too_many_texts")
     if req.shots:
-        raise APIError(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
+        raise api_error(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
                        param="shots", code="unsupported_parameter")
     task = resolve_task(req.task)
     rows = []
     for i, item in enumerate(req.texts):
         row = make_row(item if isinstance(item, str) else item.model_dump(), i)
         if len(row["text"]) > limits.max_chars:
-            raise APIError(400, f"texts.{i} has {len(row['text'])} characters; the limit is {limits.max_chars}",
+            raise api_error(400, f"texts.{i} has {len(row['text'])} characters; the limit is {limits.max_chars}",
                            param=f"texts.{i}", code="string_too_long")
         rows.append(row)
     plan = engine.plan(task, rows)
@@ -382,7 +312,7 @@ async def analyze_request(engine: ClassifierEngine, req: Any, *, limits: Any, mo
     except TimeoutError:
         for f in futures:
             f.cancel()
-        raise APIError(504, f"the request took longer than {limits.request_timeout_s} s", "timeout",
+        raise api_error(504, f"the request took longer than {limits.request_timeout_s} s", "timeout",
                        code="timeout") from None
     answers = engine.finish(plan, outputs)
     results = [AnalyzeResult(text=row["text"], prediction=a.label, valid=True, raw=a.label, finish_reason="stop",
