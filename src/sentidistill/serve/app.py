@@ -183,9 +183,15 @@ def create_app(
     limits: ServeLimits | None = None,
     prompt_style: str = "plain",
     backend: str = "torch",
+    int8: bool = False,
     **limit_overrides: Any,
 ) -> FastAPI:
     """The server app for one model (an HF id/path, ``builtin:minilm-encdec``, or an ONNX export dir).
+
+    A ``classifier`` student (checkpoint or ONNX export) is served by a
+    :class:`~sentidistill.serve.classify.ClassifierEngine`: /v1/analyze answers with class probabilities,
+    /v1/completions and /v1/chat/completions answer 400 (it does not generate). ``int8``: the ONNX
+    export's quantised graph(s).
 
     ``limit_overrides`` set :class:`ServeLimits` fields by name (``max_texts=8``, ``request_timeout_s=5``...).
     """
@@ -198,10 +204,15 @@ def create_app(
     if backend == "torch" and (Path(model_spec) / "sentidistill_onnx.json").is_file():
         backend = "onnx"  # an export-onnx folder holds no PyTorch weights
     if engine is None:
+        from sentidistill.serve.classify import classifier_engine
+
+        engine = classifier_engine(model_spec, backend=backend, int8=int8, device=device,  # type: ignore[assignment]
+                                   max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_queue=max_queue)
+    if engine is None:
         if backend == "onnx":
             from sentidistill.serve.onnx import OnnxGenerationEngine
 
-            engine = OnnxGenerationEngine.from_dir(model_spec, max_batch_size=max_batch_size,
+            engine = OnnxGenerationEngine.from_dir(model_spec, int8=int8, max_batch_size=max_batch_size,
                                                    batch_wait_ms=batch_wait_ms, max_queue=max_queue,
                                                    on_batch=metrics.on_batch)
         elif backend == "torch":
@@ -277,6 +288,10 @@ def create_app(
         if name not in accepted_names:
             raise APIError(404, f"The model '{name}' does not exist; this server serves '{model_name}'.",
                            param="model", code="model_not_found")
+        if engine.kind == "classifier":
+            from sentidistill.serve.classify import generation_refused
+
+            raise APIError(400, generation_refused(model_name), param="model", code="model_does_not_generate")
 
     def check_chars(text: str, param: str) -> None:
         if len(text) > limits.max_chars:
@@ -423,6 +438,11 @@ def create_app(
 
     @app.post("/v1/analyze", response_model=AnalyzeResponse)
     async def analyze(req: AnalyzeRequest) -> AnalyzeResponse:
+        if engine.kind == "classifier":
+            from sentidistill.serve.classify import analyze_request
+
+            return await analyze_request(engine, req, limits=limits, model_name=model_name,  # type: ignore[arg-type]
+                                          api_error=APIError)
         if len(req.texts) > limits.max_texts:
             raise APIError(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
                            param="texts", code="too_many_texts")

@@ -43,6 +43,7 @@ def serve_command(
     request_timeout_s: float = typer.Option(60.0, min=0.1, help="Per-request timeout (504 after it)."),
     prompt_style: str = typer.Option("plain", help="Task prompt style for /v1/analyze: plain | chat."),
     backend: str = typer.Option("torch", help="torch | onnx (MODEL is then an export-onnx folder)."),
+    int8: bool = typer.Option(False, "--int8", help="Serve the int8 graphs of an ONNX export (made with --int8)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda:0 (default: CPU)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show third-party warnings and logs "
@@ -59,7 +60,7 @@ def serve_command(
         raise InputError("unknown prompt style", field="--prompt-style", expected="plain | chat", got=prompt_style)
     app = create_app(
         model, served_model_name=served_model_name, device=device, max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms, prompt_style=prompt_style, backend=backend, max_texts=max_texts,
+        batch_wait_ms=batch_wait_ms, prompt_style=prompt_style, backend=backend, int8=int8, max_texts=max_texts,
         max_chars=max_chars, max_body_bytes=max_body_bytes, max_tokens=max_tokens,
         request_timeout_s=request_timeout_s,
     )
@@ -105,6 +106,7 @@ def predict_command(
     model: str = typer.Option("builtin:minilm-encdec", help="Student: HF id/path, builtin, or ONNX dir."),
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     backend: str = typer.Option("torch", help="torch | onnx."),
+    int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs of an ONNX export (made with --int8)."),
     target: str | None = typer.Option(None, help="Stance target for every text (stance tasks)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show third-party warnings and logs "
                                  "(weight loading, deprecations), hidden by default."),
@@ -127,7 +129,7 @@ def predict_command(
     items = _read_inputs(texts or [], file)
     if target is not None:
         items = [{"text": t, "target": target} if isinstance(t, str) else {"target": target, **t} for t in items]
-    for row in predict(items, task=task, model=model, batch_size=batch_size, backend=backend):
+    for row in predict(items, task=task, model=model, batch_size=batch_size, backend=backend, int8=int8):
         print(json.dumps(row, ensure_ascii=False), flush=True)
 
 
@@ -137,14 +139,22 @@ def export_onnx_command(
     int8: bool = typer.Option(False, "--int8", help="Also write dynamically int8-quantized graphs."),
     check: int = typer.Option(8, help="Check agreement with PyTorch on this many built-in sentences (0: skip)."),
 ) -> None:
-    """Export a student to ONNX (encoder + decoder for seq2seq, one graph for causal LMs).
+    """Export a student to ONNX (encoder + decoder for seq2seq, one graph for causal LMs, encoder + all
+    heads for a classifier student).
 
     Examples:
 
       sentidistill export-onnx builtin:minilm-encdec --out runs/demo/onnx --int8
 
       sentidistill serve runs/demo/onnx --backend onnx
+
+      sentidistill export-onnx runs/demo/models/classifier/final --out runs/demo/clf-onnx --int8
     """
+    from sentidistill.students.classifier import is_classifier_checkpoint
+
+    if is_classifier_checkpoint(model):
+        _export_classifier(model, out, int8, check)
+        return
     from sentidistill.serve.onnx import agreement, export_onnx
 
     path = export_onnx(model, out, int8=int8)
@@ -158,6 +168,23 @@ def export_onnx_command(
         for variant in (["fp32", "int8"] if int8 else ["fp32"]):
             res = agreement(loaded, path, sample, int8=variant == "int8", max_tokens=16)
             print(f"{variant}: ONNX and PyTorch agree on {res['agree']}/{res['n']} generations")
+
+
+def _export_classifier(model: str, out: Path, int8: bool, check: int) -> None:
+    """export-onnx for a classifier student, checked against PyTorch on ``check`` built-in sentences."""
+    from sentidistill.serve.classifier_onnx import classifier_agreement, export_classifier_onnx
+
+    path = export_classifier_onnx(model, out, int8=int8)
+    print(f"exported to {path}")
+    if check:
+        sample = ["The food was great and the service was friendly.", "Terrible movie, boring plot.",
+                  "It was fine, nothing special.", "I love this phone but the screen is awful.",
+                  "What a waste of two hours.", "Best concert I have been to in years!",
+                  "The hotel room was dirty and the staff did not care.", "Simple, honest cooking; we will be back."]
+        for variant in (["fp32", "int8"] if int8 else ["fp32"]):
+            res = classifier_agreement(model, path, sample[:check], int8=variant == "int8")
+            print(f"{variant}: ONNX and PyTorch pick the same label on {res['agree']}/{res['n']} (text, head) pairs; "
+                  f"largest probability difference {res['max_abs_prob_diff']:.4f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from sentidistill.errors import InputError
+from sentidistill.serve.classify import ClassifierEngine, classifier_engine
 from sentidistill.serve.engine import GenerationEngine, GenParams
 from sentidistill.serve.tasks import (
     build_prompts,
@@ -21,13 +22,15 @@ from sentidistill.serve.tasks import (
     resolve_task,
 )
 
-_ENGINES: dict[tuple[str, str, bool], GenerationEngine] = {}
+_ENGINES: dict[tuple[str, str, bool], GenerationEngine | ClassifierEngine] = {}
 _LOCK = threading.Lock()
 
 
 def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8: bool = False,
-               batch_size: int = 32) -> GenerationEngine:
-    """A cached engine per (model, backend): repeated ``predict`` calls do not reload the model."""
+               batch_size: int = 32) -> GenerationEngine | ClassifierEngine:
+    """A cached engine per (model, backend): repeated ``predict`` calls do not reload the model.
+    A classifier student (or its ONNX export) gets a :class:`ClassifierEngine`, anything else a
+    generation engine."""
     from pathlib import Path
 
     from sentidistill.serve.onnx import META_FILE
@@ -37,6 +40,10 @@ def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8:
     key = (str(model), backend, int8)
     with _LOCK:
         eng = _ENGINES.get(key)
+        if eng is None:
+            eng = classifier_engine(model, backend=backend, int8=int8, max_batch_size=batch_size, batch_wait_ms=0)
+            if eng is not None:
+                _ENGINES[key] = eng
         if eng is None:
             if backend == "onnx":
                 from sentidistill.serve.onnx import OnnxGenerationEngine
@@ -74,6 +81,11 @@ def predict(
 
     Each result: ``text``, ``task`` (the registry name), ``prediction`` (a label, or a list of tuples as
     lists; ``None`` when the answer cannot be parsed), ``valid`` and ``raw`` (the model's text).
+
+    A ``classifier`` student (:mod:`sentidistill.students.classifier`, or its ONNX export) answers
+    classification tasks only, from class probabilities: each result has ``prediction`` (the most probable
+    label), ``valid`` (True), ``probabilities`` {label: p} and ``head`` (the head that answered, e.g. ``sst2``
+    for task ``mr``); ``shots``, ``style`` and ``max_tokens`` do not apply (shots are an error).
     """
     if isinstance(texts, (str, bytes)):
         raise InputError("texts must be a list of strings, not one string", field="texts",
@@ -84,8 +96,10 @@ def predict(
     rows = [make_row(x, i) for i, x in enumerate(texts)]
     if not rows:
         return []
-    prompts = build_prompts(t, rows, list(shots), style=style)
     engine = get_engine(model, backend, int8=int8, batch_size=batch_size)
+    if isinstance(engine, ClassifierEngine):
+        return _classify(engine, t, rows, shots)
+    prompts = build_prompts(t, rows, list(shots), style=style)
     gens = engine.generate(prompts, GenParams(max_tokens=max_tokens or default_max_tokens(t)))
     out = []
     for row, g in zip(rows, gens, strict=True):
@@ -94,3 +108,14 @@ def predict(
         out.append({"text": row["text"], **extra, "task": t.name, "prediction": jsonable_prediction(pred),
                     "valid": pred is not None, "raw": g.text})
     return out
+
+
+def _classify(engine: ClassifierEngine, task: Any, rows: list[dict[str, Any]],
+              shots: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``predict`` for a classifier student (see :func:`predict`)."""
+    if shots:
+        raise InputError("the classifier student takes no shots (demonstrations)", field="shots",
+                         expected="no shots")
+    answers = engine.classify(task, rows)
+    return [{"text": row["text"], **{k: v for k, v in row.items() if k != "text"}, "task": task.name,
+             **a.as_dict()} for row, a in zip(rows, answers, strict=True)]

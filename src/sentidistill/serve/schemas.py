@@ -270,6 +270,8 @@ class AnalyzeResult(BaseModel):
     valid: bool
     raw: str
     finish_reason: Literal["stop", "length"]
+    probabilities: dict[str, float] | None = Field(
+        None, description="A classifier student's probability of every label of the task (other students: null).")
 
 
 class AnalyzeResponse(BaseModel):

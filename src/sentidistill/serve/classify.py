@@ -1,0 +1,329 @@
+"""Serving the ``classifier`` student: class probabilities behind a dynamic batcher (no generation).
+
+A classifier student (:mod:`sentidistill.students.classifier`) answers a classification task with a
+probability per label; it has no decoder, so it cannot serve completions. This module is its serving seam:
+
+* :func:`classifier_engine` decides, in one place, whether a model spec is a classifier (a checkpoint
+  folder, or an ONNX export of one written by :func:`sentidistill.serve.classifier_onnx.export_classifier_onnx`)
+  and opens a :class:`ClassifierEngine` for it; :func:`sentidistill.serve.predict.get_engine` and
+  :func:`sentidistill.serve.app.create_app` both ask it first and fall back to the generation engine.
+* :class:`ClassifierEngine` has the same dynamic batching as :class:`~sentidistill.serve.engine.GenerationEngine`
+  (one worker thread owns the model; whatever arrives within ``batch_wait_ms``, up to ``max_batch_size``
+  texts, runs as one padded forward pass). Texts of different tasks share a batch: the backend returns every
+  head's logits ``[B, ΣK]`` (one encoder pass, all heads) and each text reads its own head's columns.
+* :func:`analyze_request` answers ``POST /v1/analyze`` for the server.
+
+Tasks are resolved like the generation path (``sentiment`` -> ``sst2`` ..., :mod:`sentidistill.serve.tasks`);
+a task without its own head is answered by a head with the same label set
+(:meth:`~sentidistill.students.classifier.ClassifierStudent.head_for`, e.g. ``mr`` through ``sst2``); an
+extraction task (aspects, triplets...) is an :class:`~sentidistill.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import string
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from sentidistill.errors import InputError
+from sentidistill.serve.classifier_backends import (
+    KIND,
+    ClassifierBackend,
+    head_offsets,
+    is_classifier_onnx_dir,
+    open_backend,
+)
+from sentidistill.serve.engine import OverloadedError
+
+log = logging.getLogger(__name__)
+
+
+class HeadTable:
+    """A classifier's tasks and label sets without its weights (the ONNX backend has no torch model).
+
+    Head resolution is :class:`~sentidistill.students.classifier.ClassifierStudent`'s own methods, bound
+    to this table, so both backends pick the same head for a task."""
+
+    def __init__(self, tasks: Sequence[dict[str, Any]]) -> None:
+        from sentidistill.students.classifier import ClassifierStudent
+
+        self.config = SimpleNamespace(tasks=list(tasks))
+        self.offsets = head_offsets(tasks)
+        self._student = ClassifierStudent
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.config.tasks]
+
+    def task_index(self, name: str) -> int:
+        return self._student.task_index(self, name)  # type: ignore[arg-type]
+
+    def head_for(self, task: str, labels: Sequence[str], *, head: str | None = None) -> tuple[int, list[int]]:
+        """``(head index, index in that head of each of labels)``; ``InputError`` listing the heads if none fits."""
+        return self._student.head_for(self, task, labels, head=head)  # type: ignore[arg-type]
+
+
+def is_classifier_model(spec: str | Path) -> bool:
+    """Whether ``spec`` names a classifier student: a checkpoint folder or its ONNX export."""
+    from sentidistill.students.classifier import is_classifier_checkpoint
+
+    return is_classifier_checkpoint(spec) or is_classifier_onnx_dir(spec)
+
+
+def classifier_engine(model: str | Path, *, backend: str = "torch", int8: bool = False, device: str | None = None,
+                      **options: Any) -> ClassifierEngine | None:
+    """The seam: a :class:`ClassifierEngine` when ``model`` is a classifier student (checkpoint or ONNX
+    export), else ``None`` (the caller opens a generation engine). ``options``: ``max_batch_size``,
+    ``batch_wait_ms``, ``max_queue``, ``on_batch``, ``threads`` (onnxruntime intra-op threads)."""
+    if not is_classifier_model(model):
+        return None
+    threads = options.pop("threads", None)
+    return ClassifierEngine(open_backend(model, backend, int8=int8, device=device, threads=threads), **options)
+
+
+# -- engine -----------------------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    text: str
+    head: int
+    future: Future
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One text's answer: the task's label, the probability of every label of the task (task order), the
+    head that answered, and the text's token count (after truncation)."""
+
+    label: str
+    probabilities: dict[str, float]
+    head: str
+    tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prediction": self.label, "valid": True, "probabilities": self.probabilities, "head": self.head}
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """A task request resolved against the classifier: its texts, the head and the head's label order."""
+
+    task: Any
+    texts: list[str]
+    head: int
+    order: list[int]  # for each task label (task order), its index in the head
+
+
+class ClassifierEngine:
+    """A classifier backend behind a dynamic batcher. Thread-safe; a context manager (or call :meth:`close`).
+
+    ``submit(text, head)`` queues one text for one head and returns a future of ``(probabilities over the
+    head's labels, in head order, float64 [K]; token count)``; :meth:`classify` does a whole task request.
+    ``on_batch(size, seconds)`` is called after every batch (the server's metrics)."""
+
+    kind = KIND
+
+    def __init__(self, backend: ClassifierBackend, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0,
+                 max_queue: int = 1024, on_batch: Callable[[int, float], None] | None = None) -> None:
+        if max_batch_size < 1:
+            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=max_batch_size)
+        self.backend = backend
+        self.heads = HeadTable(backend.tasks)
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
+        self.on_batch = on_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="sentidistill-classifier", daemon=True)
+        self._worker.start()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def plan(self, task: Any, rows: Sequence[dict[str, Any]]) -> TaskPlan:
+        """Resolve a SentiBench ``task`` and its rows: the head, the label order, the input texts
+        (:func:`~sentidistill.students.classifier.classifier_input`: the stance target first).
+
+        Raises ``InputError``: an extraction task; a row missing a field the task's input needs
+        (``texts.<i>``, e.g. ``target`` for stance); no head whose label set is the task's."""
+        from sentidistill.students.classifier import classifier_input
+
+        if task.kind != "classification":
+            raise InputError(
+                f"task '{task.name}' is an {task.kind} task; the classifier student answers classification "
+                "tasks only", field="task",
+                expected="a classification task (sentiment, polarity, emotion, irony, stance, intimacy, or "
+                         f"one with the label set of a head: {', '.join(self.heads.task_names)})")
+        needed = _input_fields(task)
+        for i, row in enumerate(rows):
+            missing = [f for f in needed if not row.get(f)]
+            if missing:
+                raise InputError(f"task '{task.name}' needs {missing} with each text", field=f"texts.{i}",
+                                 expected="an object {\"text\": ..., " + ", ".join(f'"{f}": ...' for f in missing) + "}")
+        head, order = self.heads.head_for(task.name, list(task.labels))
+        return TaskPlan(task=task, texts=[classifier_input(r) for r in rows], head=head, order=order)
+
+    def submit(self, text: str, head: int) -> Future:
+        """Queue one text for head ``head``; raises :class:`OverloadedError` when the queue is full."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        fut: Future = Future()
+        try:
+            self._queue.put_nowait(_Job(text, head, fut))
+        except queue.Full:
+            raise OverloadedError(f"the request queue is full ({self._queue.maxsize} waiting)") from None
+        return fut
+
+    def submit_plan(self, plan: TaskPlan) -> list[Future]:
+        """Queue every text of a plan before any is awaited (so they batch, also with other requests)."""
+        return [self.submit(t, plan.head) for t in plan.texts]
+
+    def finish(self, plan: TaskPlan, outputs: Sequence[tuple[np.ndarray, int]]) -> list[Classified]:
+        """The answers of a plan from its futures' results: probabilities re-ordered to the task's labels."""
+        labels = [str(x) for x in plan.task.labels]
+        head_name = self.heads.task_names[plan.head]
+        out = []
+        for probs, n_tok in outputs:
+            p = probs[plan.order]
+            out.append(Classified(label=labels[int(np.argmax(p))], head=head_name, tokens=int(n_tok),
+                                  probabilities={lab: float(x) for lab, x in zip(labels, p, strict=True)}))
+        return out
+
+    def classify(self, task: Any, rows: Sequence[dict[str, Any]], timeout: float | None = None) -> list[Classified]:
+        """Blocking: the answer for every row of ``task``, in order."""
+        plan = self.plan(task, rows)
+        return self.finish(plan, [f.result(timeout=timeout) for f in self.submit_plan(plan)])
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    def __enter__(self) -> ClassifierEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- worker -----------------------------------------------------------------------------------
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, deadline = [first], time.perf_counter() + self.batch_wait_s
+        while len(jobs) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _run(self) -> None:
+        offsets = self.heads.offsets
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs, stop = self._collect(first)
+            live = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # skip timed-out callers
+            if not live:
+                continue
+            t0 = time.perf_counter()
+            try:
+                logits, n_tokens = self.backend.logits([j.text for j in live])
+            except Exception as exc:  # one bad batch must not kill the worker
+                log.exception("classification failed for a batch of %d", len(live))
+                for j in live:
+                    j.future.set_exception(exc)
+                continue
+            dt = time.perf_counter() - t0
+            for row, j in enumerate(live):
+                z = logits[row, offsets[j.head]: offsets[j.head + 1]].astype(np.float64)
+                p = np.exp(z - z.max())
+                j.future.set_result((p / p.sum(), n_tokens[row]))
+            if self.on_batch is not None:
+                self.on_batch(len(live), dt)
+        while True:  # fail anything still queued after close() so no caller waits forever
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RuntimeError("engine closed"))
+
+
+def _input_fields(task: Any) -> list[str]:
+    """Fields besides ``text`` that the task's input template names (``target`` for stance)."""
+    spec = getattr(task, "spec", None)
+    tpl = getattr(getattr(spec, "prompt", None), "input_template", "") or ""
+    fields = [f for _, f, _, _ in string.Formatter().parse(tpl) if f]
+    return [f for f in dict.fromkeys(fields) if f != "text"]
+
+
+# -- the server's /v1/analyze -----------------------------------------------------------------------
+
+async def analyze_request(engine: ClassifierEngine, req: Any, *, limits: Any, model_name: str,
+                          api_error: Callable[..., Exception]) -> Any:
+    """``POST /v1/analyze`` for a classifier: the same request and response as for a generating student;
+    each result also has ``probabilities`` {label: p}; ``raw`` is the predicted label, ``finish_reason``
+    ``stop``, ``usage.completion_tokens`` 0. ``shots`` are refused (a classifier takes no demonstrations);
+    ``style`` and ``max_tokens`` are generation settings and have no effect.
+    Errors (``api_error(status, message, type, param=, code=)``, the app's own error class, passed in so this
+    module does not import the app): 400 for too many or too long texts, an extraction task, a missing field;
+    504 past the timeout."""
+    from sentidistill.serve.schemas import AnalyzeResponse, AnalyzeResult, UsageInfo
+    from sentidistill.serve.tasks import make_row, resolve_task
+
+    if len(req.texts) > limits.max_texts:
+        raise api_error(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
+                       param="texts", code="too_many_texts")
+    if req.shots:
+        raise api_error(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
+                       param="shots", code="unsupported_parameter")
+    task = resolve_task(req.task)
+    rows = []
+    for i, item in enumerate(req.texts):
+        row = make_row(item if isinstance(item, str) else item.model_dump(), i)
+        if len(row["text"]) > limits.max_chars:
+            raise api_error(400, f"texts.{i} has {len(row['text'])} characters; the limit is {limits.max_chars}",
+                           param=f"texts.{i}", code="string_too_long")
+        rows.append(row)
+    plan = engine.plan(task, rows)
+    futures = engine.submit_plan(plan)
+    try:
+        outputs = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)),
+                                         timeout=limits.request_timeout_s)
+    except TimeoutError:
+        for f in futures:
+            f.cancel()
+        raise api_error(504, f"the request took longer than {limits.request_timeout_s} s", "timeout",
+                       code="timeout") from None
+    answers = engine.finish(plan, outputs)
+    results = [AnalyzeResult(text=row["text"], prediction=a.label, valid=True, raw=a.label, finish_reason="stop",
+                             probabilities=a.probabilities) for row, a in zip(rows, answers, strict=True)]
+    n_tok = sum(a.tokens for a in answers)
+    return AnalyzeResponse(task=task.name, model=model_name, results=results,
+                           usage=UsageInfo(prompt_tokens=n_tok, completion_tokens=0, total_tokens=n_tok))
+
+
+def generation_refused(model_name: str) -> str:
+    """The message of the 400 that /v1/completions and /v1/chat/completions answer for a classifier."""
+    return (f"'{model_name}' is a classifier student: it returns class probabilities and does not generate "
+            "text, so /v1/completions and /v1/chat/completions are not available. Use POST /v1/analyze, "
+            'e.g. {"task": "sentiment", "texts": ["Great food, rude staff."]}')
