@@ -113,7 +113,7 @@ def test_gguf_spec_loads_as_a_student(tiny_gguf, tmp_path):
 @pytest.mark.slow
 def test_builtin_qwen_student_converts_once():
     """The real 0.5B GGUF (de-quantised by transformers, ~1-2 min on 2 cores the first time)."""
-    from sentidistill.train.gguf_student import gguf_student_dir
+    from sentidistill.students.gguf import gguf_student_dir
 
     out = gguf_student_dir("gguf:builtin:qwen2.5-coder-0.5b", os.environ.get("SENTIDISTILL_CACHE"))
     rec = read_record(out)

@@ -171,7 +171,7 @@ def test_real_qwen_tokenizer_topk_mapping():
 @pytest.mark.slow
 def test_teacher_and_student_gguf_tokenizers_are_identical():
     """The builtin 1.5B teacher and 0.5B student share their tokenizer (both read from the GGUF files)."""
-    from sentidistill.train.gguf_student import load_gguf_tokenizer
+    from sentidistill.students.gguf import load_gguf_tokenizer
 
     student = load_gguf_tokenizer("builtin:qwen2.5-coder-0.5b")
     teacher = load_gguf_tokenizer("builtin:qwen2.5-coder-1.5b")

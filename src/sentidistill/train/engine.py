@@ -276,6 +276,7 @@ def train_student(
     from transformers import set_seed
 
     from sentidistill.students import load_student
+    from sentidistill.students.base import write_kind_marker
     from sentidistill.train.trainers import ICLDistTrainer, KnowDistTrainer
 
     if method not in METHODS:
@@ -337,6 +338,7 @@ def train_student(
         trainer.save_model(str(tmp))  # gathers FSDP/DeepSpeed shards; writes on the main process only
     if trainer.is_world_process_zero():
         lm.tokenizer.save_pretrained(tmp)
+        write_kind_marker(tmp, lm.kind)  # load_student(final) picks the same student kind
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_info.json says the same
         kd = getattr(trainer, "kd_stats", None)
         info = {

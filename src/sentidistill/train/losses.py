@@ -41,6 +41,8 @@ class LossInputs:
     teacher_ids: torch.Tensor | None = None  # [B, T, K] (or [N, K]) teacher top-k ids at each target position
     teacher_logprobs: torch.Tensor | None = None  # same shape; -inf marks an empty slot
     batch: Mapping[str, Any] | None = None  # the collated batch, for losses that need more (e.g. soft labels)
+    model: Any = None  # the model being trained, for losses that score more than the target (label words)
+    student: Any = None  # its sentidistill.students.Student (kind-specific helpers such as align_next_token)
 
 
 LossFn = Callable[[LossInputs], tuple[torch.Tensor, torch.Tensor | int]]

@@ -182,7 +182,7 @@ class ICLDistTrainer(_MetricsMixin, Trainer):
             outputs = CausalLMOutput(loss=ce, logits=ans.logits)
         else:
             ce, outputs = super().compute_loss(model, inputs, return_outputs=True)
-        parts = LossInputs(ce=ce, batch=inputs)
+        parts = LossInputs(ce=ce, batch=inputs, model=model, student=self._student)
         if teacher_ids is not None:
             if ans is not None:
                 parts.logits = ans.logits
