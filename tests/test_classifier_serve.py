@@ -23,7 +23,7 @@ from sentidistill.serve.background import BackgroundServer
 from sentidistill.serve.classifier_onnx import classifier_agreement, export_classifier_onnx
 from sentidistill.serve.predict import predict
 from sentidistill.students.classifier import build_classifier, load_classifier, save_classifier
-from test_classifier_student import build_tiny_encoder
+from sentidistill.testing import build_tiny_encoder
 
 TASKS = [{"name": "sst2", "labels": ["negative", "positive"]},
          {"name": "emotion", "labels": ["anger", "joy", "optimism", "sadness"]}]

@@ -20,22 +20,8 @@ from sentidistill.students.classifier import (
     load_classifier,
     save_classifier,
 )
+from sentidistill.testing import build_tiny_encoder
 from sentidistill.train.classifier import agreement_metrics, train_classifier
-
-
-def build_tiny_encoder(out_dir: Path, seed: int = 0) -> Path:
-    """A random-init BERT-shaped encoder (hidden 32, 2 layers) with a tokenizer trained on the fly."""
-    from transformers import BertConfig, BertModel
-
-    from sentidistill.modeling import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
-    BertModel(cfg).save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 from sentidistill.config import validate_config
 from sentidistill.data.soft_label_corpus import read_soft_label_stats, read_soft_labels
 from sentidistill.pipeline import run_pipeline
+from sentidistill.testing import build_tiny_encoder
 from teacher_server import running_server, server_stats
-from test_classifier_student import build_tiny_encoder
 
 POS = ["wonderful", "great", "loved", "delightful", "charming"]
 NEG = ["terrible", "boring", "dull", "tedious", "painful"]

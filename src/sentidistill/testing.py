@@ -120,6 +120,33 @@ def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
     return out
 
 
+def build_tiny_encoder(out_dir: str | Path, seed: int = 0) -> Path:
+    """A random-init BERT-shaped encoder (hidden 32, 2 layers) with a tokenizer trained on the fly."""
+    from transformers import BertConfig, BertModel
+
+    out_dir = Path(out_dir)
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertModel(cfg).save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_classifier(out_dir: str | Path, seed: int = 0,
+                          tasks: list[dict] | None = None) -> Path:
+    """A classifier student on :func:`build_tiny_encoder` with heads from label embeddings, saved to
+    ``out_dir`` (default: one ``sst2`` head over negative/neutral/positive)."""
+    from sentidistill.students.classifier import build_classifier, save_classifier
+
+    out_dir = Path(out_dir)
+    enc = build_tiny_encoder(out_dir.with_name(out_dir.name + "-encoder"), seed=seed)
+    tasks = tasks or [{"name": "sst2", "labels": ["negative", "neutral", "positive"]}]
+    model, tok = build_classifier(str(enc), tasks, max_length=64, seed=seed)
+    return save_classifier(model, tok, out_dir)
+
+
 def _tiny_gguf(folder: Path) -> str:
     return str(write_gguf_from_hf(build_tiny_causal_lm(folder / "causal-src"), folder / "tiny-qwen2.gguf"))
 
@@ -132,5 +159,6 @@ TINY_STUDENTS: dict[str, Callable[[Path], str]] = {
     "causal": lambda folder: str(build_tiny_causal_lm(folder / "causal")),
     "gguf": _tiny_gguf,
     "builtin": lambda folder: "builtin:minilm-encdec",
+    "classifier": lambda folder: str(build_tiny_classifier(folder / "classifier")),
 }
 SLOW_STUDENTS = frozenset({"builtin"})

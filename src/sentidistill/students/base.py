@@ -62,6 +62,9 @@ class Student:
     answer_only_logits: ClassVar[bool] = False
     #: peft's ``TaskType`` name for LoRA.
     lora_task_type: ClassVar[str] = "CAUSAL_LM"
+    #: Whether the kind trains on (input text, answer text) pairs through :meth:`collator` (KnowDist, ICLDist,
+    #: fine-tuning); a kind with its own trainer (the classifier on soft labels) has none.
+    text_pair_training: ClassVar[bool] = True
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, source: str = "memory") -> None:
         self.model = model

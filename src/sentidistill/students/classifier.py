@@ -315,6 +315,7 @@ class ClassifierKind(Student):
     kind: ClassVar[str] = "classifier"
     methods: ClassVar[tuple[str, ...]] = ("softlabel",)
     can_generate: ClassVar[bool] = False
+    text_pair_training: ClassVar[bool] = False
     label_score_type: ClassVar[str] = "logprob"  # type: ignore[assignment]
 
     @classmethod
