@@ -118,7 +118,6 @@ STAGES = ["teach_knowdist", "teach_icl", "bench_teacher", "bench_student_before"
 
 
 def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, monkeypatch):
-    import httpx
 
     from teacher_server import server_stats
 
@@ -162,42 +161,62 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     assert {c["model"] for c in finetune["cells"]} == {"base", "knowdist"}
     assert "Fine-tuning" in html
     assert (run / "log.txt").stat().st_size > 0
-    asked = server_stats(base)["total"] - asked_before
+    # Same config again: every stage is skipped, nothing recomputed, the teacher not asked.
+    asked = server_stats(base)["total"]
+    again = _run_cli(cfg_path, monkeypatch)
+    assert again.count("skipped (done)") == len(STAGES) and server_stats(base)["total"] == asked
+    _assert_no_secret(run)
 
-    def rerun() -> tuple[list[str], list[str]]:
-        """Run again; (stages redone, stages skipped), and the teacher was not asked anything new."""
-        from sentidistill.config import load_config
-        from sentidistill.pipeline import run_pipeline
 
-        before = httpx.get(base + "/stats").json()["total"]
-        res = run_pipeline(load_config(cfg_path))
-        assert httpx.get(base + "/stats").json()["total"] == before, "the teacher cache should answer"
-        return [s for s in STAGES if s in res.stage_times], res.skipped
+LIGHT = ["teach_knowdist", "teach_icl", "train_knowdist", "bench_student_knowdist", "train_icldist",
+         "bench_student_after", "report"]
 
-    # Same config again: every stage is skipped, nothing recomputed.
-    assert rerun() == ([], STAGES)
-    # A model folder whose weights are gone is not a finished stage: it is trained again, and everything
-    # built on it (its benchmark, the ICLDist student, its benchmark, fine-tuning, the report) is redone.
+
+def test_redone_stage_invalidates_what_depends_on_it(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
+    """Finished stages are recognised by what they produced, and a redone stage makes its dependents stale."""
+    import httpx
+    import pyarrow.parquet as pq
+
+    from sentidistill.config import validate_config
+    from sentidistill.pipeline import run_pipeline
+
+    raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "redo")
+    raw["finetune"] = {"enabled": False}
+    raw["bench"].update(include_teacher=False, include_student_before=False)
+    cfg = validate_config(raw)
+    run = cfg.run_dir
+    stats = teacher_url.removesuffix("/v1") + "/stats"
+
+    def rerun() -> list[str]:
+        """Run again; the stages redone. The teacher cache answers anything asked again."""
+        before = httpx.get(stats).json()["total"]
+        res = run_pipeline(cfg)
+        assert httpx.get(stats).json()["total"] == before, "the teacher cache should answer"
+        assert sorted(res.skipped + list(res.stage_times)) == sorted(LIGHT)
+        return [s for s in LIGHT if s in res.stage_times]
+
+    assert list(run_pipeline(cfg).stage_times) == LIGHT
+    assert rerun() == []
+    # A model folder whose weights are gone (config.json still there) is not a finished stage: it is trained
+    # again, and everything built on it (its benchmark, the ICLDist student, its benchmark, the report) is redone.
     (run / "models" / "knowdist" / "final" / "model.safetensors").unlink()
-    redone, _ = rerun()
-    assert redone == ["train_knowdist", "bench_student_knowdist", "train_icldist", "bench_student_after",
-                      "finetune_eval", "report"]
+    assert rerun() == ["train_knowdist", "bench_student_knowdist", "train_icldist", "bench_student_after", "report"]
     assert (run / "models" / "knowdist" / "final" / "model.safetensors").exists()
     # Truncated weights (a disk filled up mid-write) do not load: the same.
     w = run / "models" / "icldist" / "final" / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
-    assert rerun()[0] == ["train_icldist", "bench_student_after", "report"]
+    assert rerun() == ["train_icldist", "bench_student_after", "report"]
     # A corpus with fewer rows than its stage wrote is rebuilt (from the teacher cache), and the model
     # trained on it, with all that follows, is redone.
-    import pyarrow.parquet as pq
-
     corpus = run / "corpus" / "icl.parquet"
+    rows = pq.ParquetFile(corpus).metadata.num_rows
     pq.write_table(pq.read_table(corpus).slice(0, 3), corpus)
-    assert rerun()[0] == ["teach_icl", "train_icldist", "bench_student_after", "report"]
-    assert pq.ParquetFile(corpus).metadata.num_rows == json.loads((run / "manifest.json").read_text())[
-        "stages"]["teach_icl"]["rows"] > 3
-    assert asked > 0 and server_stats(base)["total"] - asked_before == asked
-    _assert_no_secret(run)
+    assert rerun() == ["teach_icl", "train_icldist", "bench_student_after", "report"]
+    assert pq.ParquetFile(corpus).metadata.num_rows == rows > 3
+    # A benchmark whose metrics are unreadable is run again; nothing upstream is touched, the report is redone.
+    (run / "bench" / "student_after" / "metrics.json").write_text("{", encoding="utf-8")
+    assert rerun() == ["bench_student_after", "report"]
+    assert rerun() == []
 
 
 def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):

@@ -78,9 +78,10 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
         removed when the inputs changed (or were never recorded: a folder from another config).
         """
         invoked.append(name)
+        # ``built_from`` in the manifest: the result ids of the upstream stages when this one started.
         inputs = {d: rundir.stage_info(d).get("token") for d in deps}
         info = rundir.stage_info(name)
-        stale = bool(info) and info.get("inputs") != inputs
+        stale = bool(info) and info.get("built_from") != inputs
         if info.get("status") == "done" and not stale:
             problem = next((p for p in (_output_problem(o, info) for o in outputs) if p), None)
             if problem is None:
@@ -94,8 +95,8 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             shutil.rmtree(workdir)
         notify(name, "running")
         t0 = time.perf_counter()
-        with rundir.stage(name, inputs=inputs) as stage_info:
-            stage_info.update(fn() or {})
+        with rundir.stage(name, built_from=inputs) as stage_info:
+            stage_info.update({k: v for k, v in (fn() or {}).items() if k != "built_from"})
         result.stage_times[name] = time.perf_counter() - t0
         notify(name, f"done in {result.stage_times[name]:.1f}s")
 
