@@ -125,7 +125,6 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     cfg_path = tmp_path / "e2e.yaml"
     cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     base = teacher_url.removesuffix("/v1")
-    asked_before = server_stats(base)["total"]
     t0 = time.perf_counter()
     output = _run_cli(cfg_path, monkeypatch)
     wall = time.perf_counter() - t0
