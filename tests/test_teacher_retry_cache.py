@@ -134,7 +134,7 @@ def test_retry_after_is_honoured() -> None:
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
     # 24 prompts, each failing twice with 503 (no Retry-After): waits are uniform in [0, base) then [0, 2 base).
-    base = 0.4
+    base = 1.0
     prompts = [f"q{i}" for i in range(24)]
     rec = _Recorder({p: [(503, None), (503, None)] for p in prompts})
     with BackgroundServer(rec.app) as srv, _teacher(srv.base_url, base=base, cap=10.0, concurrency=24) as teacher:
@@ -144,11 +144,10 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
     first = sorted(rec.gaps(p)[0] for p in prompts)
     second = sorted(rec.gaps(p)[1] for p in prompts)
     # Jitter: the waits spread out. Without jitter (always base * 2**attempt) every first wait would be
-    # >= 0.4 s; with full jitter about a quarter of them are under base / 4 (P(none of 24) = 0.75**24 < 0.1%);
-    # 0.1 s of slack for the round trip on a busy machine.
-    assert first[0] < base / 4 + 0.1, first
-    assert first[-1] - first[0] > base / 4, first
-    # Exponential: the second wait is drawn from [0, 2 base): its median is about base, the first's base / 2.
-    # Generous bounds (x3 the configured backoff) leave room for a slow machine without hiding a bug.
+    # >= base, all alike; with full jitter about a quarter of them are under base / 4 (P(none of 24) =
+    # 0.75**24 < 0.1%) and they spread over most of [0, base). The round trip on a loaded machine adds to
+    # each wait (up to ~0.5 s measured when 24 retries fire at once on 2 busy cores): 0.35 s of slack.
+    assert first[0] < base / 4 + 0.35, first
+    assert first[-1] - first[0] > base / 2, first
     assert sorted(first)[12] < 3 * base and sorted(second)[12] < 3 * 2 * base
     assert sum(second) > sum(first), (first, second)
