@@ -113,8 +113,19 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+def _losses(folder: Path) -> dict[int, float]:
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
 def _same_result(run: Path, ref: Path) -> None:
-    """Same corpora (row for row) and the same final students (up to float noise) as the reference run."""
+    """Same corpora (row for row), the same per-step training losses and the same final students as the
+    reference run, up to float noise.
+
+    Measured: a student resumed from a checkpoint ends within ~6e-4 (absolute, per weight) of the
+    uninterrupted one after 40 steps; a different data order or a lost optimizer state moves the losses
+    of the steps after the resume, which are compared at 1e-3 relative.
+    """
     import torch
 
     for corpus in ("knowdist.parquet", "icl.parquet"):
@@ -123,7 +134,12 @@ def _same_result(run: Path, ref: Path) -> None:
         a, b = _weights(run / "models" / stage / "final"), _weights(ref / "models" / stage / "final")
         assert a.keys() == b.keys()
         for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-5), (stage, k, float((a[k] - b[k]).abs().max()))
+            assert torch.allclose(a[k], b[k], atol=2e-3), (stage, k, float((a[k] - b[k]).abs().max()))
+        last = run / "models" / stage / "checkpoints" / "checkpoint-40"
+        if last.is_dir():
+            got, want = _losses(last), _losses(ref / "models" / stage / "checkpoints" / "checkpoint-40")
+            for step, loss in got.items():
+                assert loss == pytest.approx(want[step], rel=1e-3), (stage, step)
 
 
 @pytest.fixture(scope="module")

