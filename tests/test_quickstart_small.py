@@ -29,7 +29,6 @@ SIZES = {
     "training.batch_size": 4,
     "knowdist_training.max_steps": 2,
     "knowdist_training.batch_size": 4,
-    "bench.suite": "null",
     "bench.tasks": "[sst2, twitter]",
     "bench.limit": 4,
     "teacher.n_ctx": 2048,
