@@ -165,7 +165,7 @@ def test_inprocess_evaluates_less_than_the_server_path(backend, capsys: pytest.C
     """
     sentences = ["I loved it.", "The food was awful.", "Great service, would come back.", "Meh."]
     reqs = [_req(LABEL_PROMPT.format(s), max_tokens=4, logprobs=True, top_logprobs=5) for s in sentences]
-    assert backend.llm.context_params.logits_all is False
+    assert backend.llm._logits_all is False  # llama-cpp-python keeps the flag here (no public accessor)
     evaluated: list[int] = []
     real_eval = backend.llm.eval
 
