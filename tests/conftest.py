@@ -38,3 +38,19 @@ def tiny_seq2seq_dir(tmp_path_factory) -> Path:
     from sentidistill.testing import build_tiny_seq2seq
 
     return build_tiny_seq2seq(tmp_path_factory.mktemp("tiny") / "seq2seq")
+
+
+@pytest.fixture(scope="session")
+def copy_causal_dir(tmp_path_factory) -> Path:
+    """A tiny causal LM trained (seconds) to list the words before ``=``: answers depend on the input."""
+    from tiny_trained import train_copy_causal
+
+    return train_copy_causal(tmp_path_factory.mktemp("trained") / "copy-causal")
+
+
+@pytest.fixture(scope="session")
+def copy_seq2seq_dir(tmp_path_factory) -> Path:
+    """A tiny T5 trained (seconds) to list the words before ``=``."""
+    from tiny_trained import train_copy_seq2seq
+
+    return train_copy_seq2seq(tmp_path_factory.mktemp("trained") / "copy-seq2seq")

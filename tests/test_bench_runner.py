@@ -68,7 +68,15 @@ def test_causal_loglikelihood_matches_unbatched_forward(causal):
     for p, c, g in zip(prompts, conts, got, strict=True):
         assert g == pytest.approx(_manual_ll(causal, p, c), abs=1e-3)
     first = HFModelAdapter(causal.lm, first_token=True).loglikelihood(prompts[:1], [" neutral conflict"])[0]
-    assert first >= got[2] - 1e-6 or first > -50  # one token's log-prob, not the sum
+    # The paper's first-token variant: the log-prob of the continuation's first token only, not the sum.
+    tok = causal.tok
+    c_ids = tok(" neutral conflict", add_special_tokens=False)["input_ids"]
+    assert len(c_ids) >= 2  # else "first token" and "sum" would coincide
+    ctx = tok(prompts[0])["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(causal.model(input_ids=torch.tensor([ctx])).logits[0, -1].float(), -1)
+    assert first == pytest.approx(float(logp[c_ids[0]]), abs=1e-3)
+    assert first != pytest.approx(_manual_ll(causal, prompts[0], " neutral conflict"), abs=1e-3)
     ans = causal.choose(prompts[:2], ["negative", "positive"])
     for a, p in zip(ans, prompts[:2], strict=True):
         manual = [_manual_ll(causal, p, " negative"), _manual_ll(causal, p, " positive")]

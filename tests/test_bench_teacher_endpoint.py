@@ -61,11 +61,25 @@ def read_predictions(out: Path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+def hand_macro_f1(rows: list[dict], labels: list[str]) -> float:
+    """Macro-F1 over ``labels`` from (parsed, gold) pairs; an unparseable answer is wrong for every label."""
+    f1s = []
+    for lab in labels:
+        tp = sum(r["parsed"] == lab and r["gold"] == lab for r in rows)
+        fp = sum(r["parsed"] == lab and r["gold"] != lab for r in rows)
+        fn = sum(r["parsed"] != lab and r["gold"] == lab for r in rows)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s)
+
+
 def check_metrics(out: Path, scoring: str) -> dict:
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     entry = metrics["tasks"]["sst2"]
     assert entry["n"] == N_TEST and entry["scoring"] == scoring and entry["metric"] == "macro_f1"
-    assert 0.0 <= entry["score"] <= 1.0 and 0.0 <= entry["unparseable_rate"] <= 1.0
+    # The score and the unparseable rate are what the predictions file says, recomputed by hand here.
+    rows = read_predictions(out)
+    assert entry["score"] == pytest.approx(hand_macro_f1(rows, get_task("sst2").labels), abs=1e-9)
+    assert entry["unparseable_rate"] == pytest.approx(sum(r["parsed"] is None for r in rows) / len(rows))
     assert metrics["sentibench_score"] == entry["score"] and metrics["items"] == N_TEST
     assert metrics["model"]["name"] == "tiny" and metrics["model"]["kind"] == "teacher"
     return metrics

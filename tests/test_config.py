@@ -75,7 +75,8 @@ def test_invalid_yaml_names_line(tmp_path):
     p.write_text("teacher:\n  kind: openai\n   model: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(p)
-    assert "line" in str(err.value)
+    # The line and column of the problem (the over-indented "model:" on line 3), not just the word "line".
+    assert f"{p}: line 3, column 9 is not valid YAML" in str(err.value)
 
 
 def test_relative_paths_resolve_against_config_folder(tmp_path):

@@ -133,6 +133,7 @@ def test_cli_help_and_run(tiny_atsa, tiny_seq2seq_dir, tmp_path):
     from typer.testing import CliRunner
 
     from sentidistill.cli import app
+    from sentidistill.errors import InputError
 
     runner = CliRunner()
     r = runner.invoke(app, ["finetune-eval", "--help"])
@@ -143,7 +144,8 @@ def test_cli_help_and_run(tiny_atsa, tiny_seq2seq_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert (cell_dir(tmp_path, "tiny", "toy14", 1.0, 7) / "metrics.json").exists()
     r = runner.invoke(app, ["finetune-eval", "--model", "=x", "--out", str(tmp_path)])
-    assert r.exit_code != 0
+    assert isinstance(r.exception, InputError) and "field '--model': bad --model" in str(r.exception)
+    assert "got '=x'" in str(r.exception)
 
 
 def test_bad_model_or_dataset_fails_before_training(tiny_atsa, tiny_seq2seq_dir, tmp_path):

@@ -27,7 +27,11 @@ def _write_json(path: Path, rows: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A data folder in the SentiBench layout holding a tiny SST-2."""
-    root = tmp_path_factory.mktemp("data")
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+def write_tiny_data(root: Path) -> Path:
+    """A tiny SST-2 in the SentiBench layout, and a tiny aspect-term data set, under ``root``."""
     rows = [{"sentence": f"{t} ({i})", "label": lab} for i in range(3)
             for lab, texts in (("positive", POS), ("negative", NEG)) for t in texts]
     _write_json(root / "sentibench/sc/sst2/train.json", rows)
@@ -73,22 +77,81 @@ def _config(tmp_path: Path, data_dir: Path, teacher_url: str, student_dir: Path,
     }
 
 
-def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
-    from sentidistill.config import validate_config
-    from sentidistill.pipeline import run_pipeline
+SECRET = "sk-test-" + "5ecret" * 6  # what a user's OPENAI_API_KEY looks like
 
-    cfg = validate_config(_config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "e2e"))
-    result = run_pipeline(cfg)
-    run = result.run_dir
+
+def _run_cli(cfg_path: Path, monkeypatch) -> str:
+    """`sentidistill run CONFIG` in-process, with an API key in the environment; returns its output."""
+    from typer.testing import CliRunner
+
+    from sentidistill.cli import app
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("COLUMNS", "200")
+    res = CliRunner().invoke(app, ["run", str(cfg_path)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def _assert_no_secret(run: Path) -> None:
+    """The key appears nowhere in the run directory: config, manifest, log, cache, corpora, models, report."""
+    files = [f for f in run.rglob("*") if f.is_file()]
+    assert len(files) > 20
+    needles = [SECRET.encode(), SECRET.encode("utf-16-le"), SECRET[8:].encode()]
+    leaks = [str(f.relative_to(run)) for f in files if any(n in f.read_bytes() for n in needles)]
+    assert not leaks, f"the API key was written to {leaks}"
+
+
+def _hand_macro_f1(run: Path, model: str) -> float:
+    rows = [json.loads(x) for x in (run / "bench" / model / "predictions" / "sst2.seed42.jsonl").read_text(
+        encoding="utf-8").splitlines()]
+    f1s = []
+    for lab in ("negative", "positive"):
+        tp = sum(r["parsed"] == lab == r["gold"] for r in rows)
+        wrong = sum((r["parsed"] == lab) != (r["gold"] == lab) for r in rows)
+        f1s.append(2 * tp / (2 * tp + wrong) if tp else 0.0)
+    return sum(f1s) / 2
+
+
+STAGES = ["teach_knowdist", "teach_icl", "bench_teacher", "bench_student_before", "train_knowdist",
+          "bench_student_knowdist", "train_icldist", "bench_student_after", "finetune_eval", "report"]
+
+
+def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, monkeypatch):
+
+    from teacher_server import server_stats
+
+    raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "e2e")
+    cfg_path = tmp_path / "e2e.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    base = teacher_url.removesuffix("/v1")
+    t0 = time.perf_counter()
+    output = _run_cli(cfg_path, monkeypatch)
+    wall = time.perf_counter() - t0
+    run = tmp_path / "runs" / "e2e"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "done"
-    for stage in ["teach_knowdist", "teach_icl", "bench_teacher", "bench_student_before", "train_knowdist",
-                  "bench_student_knowdist", "train_icldist", "bench_student_after", "finetune_eval", "report"]:
+    for stage in STAGES:
         assert manifest["stages"][stage]["status"] == "done", stage
-        assert manifest["stages"][stage]["wall_s"] >= 0
-    assert set(result.metrics) == {"teacher", "student_before", "student_knowdist", "student_after"}
-    for m in result.metrics.values():
-        assert 0.0 <= m["sentibench_score"] <= 1.0
+        assert 0 < manifest["stages"][stage]["wall_s"] <= wall, stage
+    # The key was sent to the teacher (the server keeps only its hash) and written nowhere.
+    import hashlib
+
+    assert server_stats(base)["auth_sha256"] == hashlib.sha256(SECRET.encode()).hexdigest()
+    _assert_no_secret(run)
+    # The teacher (a lexicon over the review words) is right on every test sentence; the students' scores
+    # are what their predictions say.
+    metrics = {m: json.loads((run / "bench" / m / "metrics.json").read_text())
+               for m in ("teacher", "student_before", "student_knowdist", "student_after")}
+    assert metrics["teacher"]["sentibench_score"] == 1.0
+    for m, met in metrics.items():
+        assert met["sentibench_score"] == pytest.approx(_hand_macro_f1(run, m)), m
+    # The table printed at the end shows those scores (x100), one row per model, in pipeline order.
+    rows = [line for line in output.splitlines() if line.startswith("│") and "score" not in line]
+    names = ["teacher", "student (before)", "student (KnowDist)", "student (KnowDist+ICLDist)"]
+    assert [r.split("│")[1].strip() for r in rows] == names, output
+    for r, m in zip(rows, metrics, strict=True):
+        assert f"{100 * metrics[m]['sentibench_score']:.1f}" in r.split("│")[-3], (r, m)
     assert (run / "corpus" / "knowdist.parquet").exists() and (run / "corpus" / "icl.parquet").exists()
     assert (run / "models" / "icldist" / "final" / "model.safetensors").exists()
     html = (run / "report.html").read_text()
@@ -97,10 +160,62 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     assert {c["model"] for c in finetune["cells"]} == {"base", "knowdist"}
     assert "Fine-tuning" in html
     assert (run / "log.txt").stat().st_size > 0
-    # Same config again: every stage is skipped, nothing recomputed.
-    again = run_pipeline(cfg)
-    assert again.stage_times == {}
-    assert "train_icldist" in again.skipped
+    # Same config again: every stage is skipped, nothing recomputed, the teacher not asked.
+    asked = server_stats(base)["total"]
+    again = _run_cli(cfg_path, monkeypatch)
+    assert again.count("skipped (done)") == len(STAGES) and server_stats(base)["total"] == asked
+    _assert_no_secret(run)
+
+
+LIGHT = ["teach_knowdist", "teach_icl", "train_knowdist", "bench_student_knowdist", "train_icldist",
+         "bench_student_after", "report"]
+
+
+def test_redone_stage_invalidates_what_depends_on_it(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
+    """Finished stages are recognised by what they produced, and a redone stage makes its dependents stale."""
+    import httpx
+    import pyarrow.parquet as pq
+
+    from sentidistill.config import validate_config
+    from sentidistill.pipeline import run_pipeline
+
+    raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "redo")
+    raw["finetune"] = {"enabled": False}
+    raw["bench"].update(include_teacher=False, include_student_before=False)
+    cfg = validate_config(raw)
+    run = cfg.run_dir
+    stats = teacher_url.removesuffix("/v1") + "/stats"
+
+    def rerun() -> list[str]:
+        """Run again; the stages redone. The teacher cache answers anything asked again."""
+        before = httpx.get(stats).json()["total"]
+        res = run_pipeline(cfg)
+        assert httpx.get(stats).json()["total"] == before, "the teacher cache should answer"
+        assert sorted(res.skipped + list(res.stage_times)) == sorted(LIGHT)
+        return [s for s in LIGHT if s in res.stage_times]
+
+    assert list(run_pipeline(cfg).stage_times) == LIGHT
+    assert rerun() == []
+    # A model folder whose weights are gone (config.json still there) is not a finished stage: it is trained
+    # again, and everything built on it (its benchmark, the ICLDist student, its benchmark, the report) is redone.
+    (run / "models" / "knowdist" / "final" / "model.safetensors").unlink()
+    assert rerun() == ["train_knowdist", "bench_student_knowdist", "train_icldist", "bench_student_after", "report"]
+    assert (run / "models" / "knowdist" / "final" / "model.safetensors").exists()
+    # Truncated weights (a disk filled up mid-write) do not load: the same.
+    w = run / "models" / "icldist" / "final" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    assert rerun() == ["train_icldist", "bench_student_after", "report"]
+    # A corpus with fewer rows than its stage wrote is rebuilt (from the teacher cache), and the model
+    # trained on it, with all that follows, is redone.
+    corpus = run / "corpus" / "icl.parquet"
+    rows = pq.ParquetFile(corpus).metadata.num_rows
+    pq.write_table(pq.read_table(corpus).slice(0, 3), corpus)
+    assert rerun() == ["teach_icl", "train_icldist", "bench_student_after", "report"]
+    assert pq.ParquetFile(corpus).metadata.num_rows == rows > 3
+    # A benchmark whose metrics are unreadable is run again; nothing upstream is touched, the report is redone.
+    (run / "bench" / "student_after" / "metrics.json").write_text("{", encoding="utf-8")
+    assert rerun() == ["bench_student_after", "report"]
+    assert rerun() == []
 
 
 def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
@@ -109,7 +224,7 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_
     cfg_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     manifest_path = tmp_path / "runs" / "killed" / "manifest.json"
     cmd = [sys.executable, "-c", "from sentidistill.cli import run; run()", "run", str(cfg_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": SECRET}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -138,3 +253,4 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_
     for name, finished in done_before.items():
         assert stages[name]["finished"] == finished, f"{name} was redone"
     assert stages["report"]["status"] == "done"
+    _assert_no_secret(tmp_path / "runs" / "killed")

@@ -1,4 +1,9 @@
-"""The student server over a real uvicorn on 127.0.0.1, driven by the openai client and raw httpx."""
+"""The student server over a real uvicorn on 127.0.0.1, driven by the openai client and raw httpx.
+
+The served model is a tiny causal LM trained to list its prompt's words (``tests/tiny_trained.py``): its answers
+are several tokens long and depend on the prompt, so comparisons with transformers' own greedy decoding,
+stop strings and streaming test something.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import concurrent.futures as cf
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,14 +24,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentidistill.modeling import load_model
 from sentidistill.serve import create_app
 from sentidistill.serve.background import BackgroundServer
+from sentidistill.serve.engine import GenerationEngine
+from tiny_trained import check_answers_differ, copy_prompt
 
 MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_causal_dir: Path):
-    # A long batch window makes batching of concurrent requests observable on a slow, shared CPU.
-    app = create_app(str(tiny_causal_dir), served_model_name=MODEL, max_batch_size=8, batch_wait_ms=60,
+def server(copy_causal_dir: Path):
+    app = create_app(str(copy_causal_dir), served_model_name=MODEL, max_batch_size=8, batch_wait_ms=20,
                      max_texts=4, max_chars=300, max_body_bytes=8192, max_tokens=48)
     with BackgroundServer(app) as srv:
         yield srv
@@ -51,25 +58,30 @@ def test_models_and_health(client: openai.OpenAI, server: BackgroundServer) -> N
     assert health["status"] == "ok" and health["kind"] == "causal"
 
 
-def test_completion_matches_transformers_greedy(client: openai.OpenAI, tiny_causal_dir: Path) -> None:
-    prompt = "The food was great and the"
-    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6)
-    assert r.model == MODEL and r.object == "text_completion"
-    assert r.choices[0].text == _hf_greedy(tiny_causal_dir, prompt, 6)
-    assert r.usage.completion_tokens <= 6 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    if r.choices[0].finish_reason == "length":
-        assert r.usage.completion_tokens == 6
+def test_completion_matches_transformers_greedy(client: openai.OpenAI, copy_causal_dir: Path) -> None:
+    texts = []
+    for words in (["food", "great", "plot"], ["screen", "awful"], ["battery", "phone", "bad", "day"]):
+        prompt = copy_prompt(words)
+        r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=8)
+        assert r.model == MODEL and r.object == "text_completion"
+        assert r.choices[0].text == _hf_greedy(copy_causal_dir, prompt, 8)
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+        texts.append(r.choices[0].text)
+    check_answers_differ(texts)
+    r = client.completions.create(model=MODEL, prompt=copy_prompt(["food", "great", "plot"]), max_tokens=2)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 2
+    assert texts[0].startswith(r.choices[0].text)
 
 
 def test_chat_logprobs(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Terrible movie"}],
-        max_tokens=5, logprobs=True, top_logprobs=3,
+        model=MODEL, messages=[{"role": "user", "content": copy_prompt(["movie", "boring", "plot"])}],
+        max_tokens=6, logprobs=True, top_logprobs=3,
     )
     choice = r.choices[0]
     content = choice.logprobs.content
-    assert choice.finish_reason in ("stop", "length")
-    assert len(content) == r.usage.completion_tokens
+    assert choice.finish_reason == "stop"  # the answer ends with EOS before 6 tokens
+    assert len(content) == r.usage.completion_tokens >= 2
     assert "".join(t.token for t in content) == choice.message.content
     for t in content:
         assert t.logprob <= 0 and len(t.top_logprobs) == 3
@@ -81,33 +93,44 @@ def test_chat_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_completions_batch_prompts_logprobs(client: openai.OpenAI) -> None:
-    r = client.completions.create(model=MODEL, prompt=["I love this phone", "The screen is awful"],
+    r = client.completions.create(model=MODEL, prompt=[copy_prompt(["phone", "great"]), copy_prompt(["screen", "awful"])],
                                   max_tokens=4, logprobs=2)
     assert [c.index for c in r.choices] == [0, 1]
+    check_answers_differ([c.text for c in r.choices])
     for c in r.choices:
         lp = c.logprobs
-        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
-        assert all(len(d) <= 2 for d in lp.top_logprobs) and lp.text_offset[0] == 0
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) >= 1
+        assert "".join(lp.tokens) == c.text
+        # Each token's offset is where it starts in the completion text; two alternatives each, best first.
+        assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+        assert all(len(d) == 2 and max(d.values()) == pytest.approx(v, abs=1e-5)
+                   for d, v in zip(lp.top_logprobs, lp.token_logprobs, strict=True))
 
 
 def test_sampling_seed_and_stop(client: openai.OpenAI) -> None:
-    msgs = [{"role": "user", "content": "Review: the pizza"}]
+    msgs = [{"role": "user", "content": copy_prompt(["day", "food", "bad", "great"])}]
     a = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8, temperature=1.0, seed=7)
     b = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8, temperature=1.0, seed=7)
     assert a.choices[0].message.content == b.choices[0].message.content
-    full = client.completions.create(model=MODEL, prompt="The food", max_tokens=10).choices[0].text
-    stop = full[len(full) // 2:][:2]
-    if stop.strip():
-        cut = client.completions.create(model=MODEL, prompt="The food", max_tokens=10, stop=[stop]).choices[0]
-        assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+    prompt = copy_prompt(["screen", "plot", "food", "great"])
+    full = client.completions.create(model=MODEL, prompt=prompt, max_tokens=10).choices[0].text
+    words = full.split()
+    assert len(words) >= 3, full
+    stop = " " + words[-1]
+    cut = client.completions.create(model=MODEL, prompt=prompt, max_tokens=10, stop=[stop]).choices[0]
+    assert cut.text == full[: full.find(stop)] and cut.text.strip() and cut.finish_reason == "stop"
 
 
 def test_stream_chunks(client: openai.OpenAI) -> None:
-    msgs = [{"role": "user", "content": "The food was great"}]
-    whole = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4).choices[0].message.content
-    chunks = list(client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole
-    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    answers = []
+    for words in (["day", "food", "bad", "great"], ["awful", "screen"]):
+        msgs = [{"role": "user", "content": copy_prompt(words)}]
+        whole = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8).choices[0]
+        chunks = list(client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.message.content
+        assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+        answers.append(whole.message.content)
+    check_answers_differ(answers)
 
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
@@ -173,7 +196,7 @@ def test_wrong_method_is_405(server: BackgroundServer) -> None:
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_analyze_structured(server: BackgroundServer, tiny_causal_dir: Path) -> None:
+def test_analyze_structured(server: BackgroundServer, copy_causal_dir: Path) -> None:
     body = {"task": "stance", "texts": [{"text": "She will fix healthcare", "target": "Bernie Sanders"}],
             "shots": [{"text": "Vote for him!", "target": "Joe Biden", "gold": "FAVOR"}], "max_tokens": 4}
     r = httpx.post(server.base_url + "/v1/analyze", json=body, timeout=60)
@@ -189,8 +212,37 @@ def test_analyze_structured(server: BackgroundServer, tiny_causal_dir: Path) -> 
     task = get_task("pstance")
     prompt = task.prompt({"text": "She will fix healthcare", "target": "Bernie Sanders"},
                          [{"text": "Vote for him!", "target": "Joe Biden", "gold": "FAVOR"}], style="plain")
-    assert res["raw"] == _hf_greedy(tiny_causal_dir, prompt, 4)
+    assert res["raw"] == _hf_greedy(copy_causal_dir, prompt, 4)
     assert res["prediction"] == task.parse(res["raw"])
+
+
+def _readme_analyze_body() -> dict:
+    """The JSON body of the README's `curl .../v1/analyze` example, read from the README itself."""
+    import json
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"curl -s localhost:8000/v1/analyze .*?-d '(\{.*?\})'", readme)
+    assert m, "the README has no /v1/analyze curl example"
+    return json.loads(m.group(1))
+
+
+def test_readme_analyze_request(server: BackgroundServer, copy_causal_dir: Path) -> None:
+    body = _readme_analyze_body()
+    assert body["task"] == "sentiment"
+    r = httpx.post(server.base_url + "/v1/analyze", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["task"] == "sst2" and out["model"] == MODEL
+    (res,) = out["results"]
+    from sentidistill.bench import get_task
+
+    task = get_task("sst2")
+    prompt = task.prompt({"text": body["texts"][0]}, [], style="plain")
+    assert res["text"] == body["texts"][0] and res["raw"] == _hf_greedy(copy_causal_dir, prompt, len(
+        load_model(str(copy_causal_dir)).tokenizer(res["raw"], add_special_tokens=False)["input_ids"]) or 1)
+    assert res["prediction"] == task.parse(res["raw"]) and res["valid"] == (res["prediction"] is not None)
+    assert out["usage"]["completion_tokens"] >= 1
 
 
 def _metric(server: BackgroundServer, name: str) -> dict[tuple, float]:
@@ -203,24 +255,59 @@ def _metric(server: BackgroundServer, name: str) -> dict[tuple, float]:
     return out
 
 
-def test_concurrent_requests_are_batched(server: BackgroundServer, client: openai.OpenAI) -> None:
-    before = _metric(server, "sentidistill_batch_size_count")[()]
-    before_sum = _metric(server, "sentidistill_batch_size_sum")[()]
-    prompts = [f"Review number {i}: the food" for i in range(12)]
+class _GatedEngine(GenerationEngine):
+    """Holds its first batch until ``gate`` more requests are queued behind it.
 
-    def one(p: str) -> str:
-        return client.completions.create(model=MODEL, prompt=p, max_tokens=3).choices[0].text
+    That makes batching independent of the machine's speed: however slowly the HTTP requests arrive, they
+    are all waiting when the worker looks for its next batch, so the batches the server forms, and records
+    in its metrics, are determined by the code alone (``max_batch_size``), not by a time window.
+    """
 
-    with cf.ThreadPoolExecutor(12) as pool:
-        batched = list(pool.map(one, prompts))
-    n_batches = _metric(server, "sentidistill_batch_size_count")[()] - before
-    n_requests = _metric(server, "sentidistill_batch_size_sum")[()] - before_sum
-    assert n_requests == 12
-    assert n_batches < 12, "no two concurrent requests shared a batch"
-    # Padding inside a batch must not change greedy answers.
-    assert batched == [one(p) for p in prompts[:3]] + batched[3:]
-    reqs = _metric(server, "sentidistill_requests_total")
-    assert reqs[(("endpoint", "/v1/completions"), ("status", "200"))] >= 12
+    def __init__(self, *args, gate: int, **kw) -> None:  # type: ignore[no-untyped-def]
+        self.gate = gate
+        self.holding = threading.Event()
+        super().__init__(*args, **kw)
+
+    def _generate_batch(self, jobs):  # type: ignore[no-untyped-def]
+        if self.gate:
+            self.holding.set()
+            deadline = time.monotonic() + 120
+            while self.queued() < self.gate and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.gate = 0
+        return super()._generate_batch(jobs)
+
+
+def test_concurrent_requests_are_batched(copy_causal_dir: Path) -> None:
+    engine = _GatedEngine(load_model(str(copy_causal_dir)), gate=10, max_batch_size=4, batch_wait_ms=0)
+    app = create_app(str(copy_causal_dir), served_model_name=MODEL, engine=engine, max_tokens=48)
+    prompts = [copy_prompt(w.split()) for w in (
+        "food great", "plot boring bad", "screen awful", "battery phone day", "movie boring",
+        "service food", "phone screen battery", "bad plot movie", "great day", "awful food", "boring service",
+    )]
+    with BackgroundServer(app) as srv:
+        client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+        def one(p: str) -> str:
+            return client.completions.create(model=MODEL, prompt=p, max_tokens=8).choices[0].text
+
+        with cf.ThreadPoolExecutor(len(prompts)) as pool:
+            first = pool.submit(one, prompts[0])  # held by the gate until the other ten are queued
+            assert engine.holding.wait(60), "the first request never reached the engine"
+            rest = [pool.submit(one, p) for p in prompts[1:]]
+            batched = [f.result() for f in (first, *rest)]
+        counts = _metric(srv, "sentidistill_batch_size_count")[()]
+        sizes = _metric(srv, "sentidistill_batch_size_sum")[()]
+        buckets = {dict(k)["le"]: v for k, v in _metric(srv, "sentidistill_batch_size_bucket").items()}
+        # The gated first request alone, then the ten queued ones in batches of at most max_batch_size=4.
+        assert (counts, sizes) == (4, 11)
+        assert buckets["1.0"] == 1 and buckets["2.0"] == 2 and buckets["4.0"] == 4
+        # Padding inside a batch must not change greedy answers: each one again, alone.
+        alone = [one(p) for p in prompts]
+        reqs = _metric(srv, "sentidistill_requests_total")
+    check_answers_differ(alone)
+    assert batched == alone
+    assert reqs[(("endpoint", "/v1/completions"), ("status", "200"))] == 2 * len(prompts)
 
 
 def test_cli_module_starts_server(tiny_seq2seq_dir: Path) -> None:

@@ -1,4 +1,9 @@
-"""The generation engine (dynamic batching, logprobs, stops), ONNX export/decoding, and predict()."""
+"""The generation engine (dynamic batching, logprobs, stops), ONNX export/decoding, and predict().
+
+The comparisons run on tiny models trained to list their prompt's words (``tests/tiny_trained.py``), so every
+answer is several tokens long and differs from prompt to prompt: a padding, masking or batching bug
+changes answers, and :func:`check_answers_differ` fails the test if the model ever stops answering.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +17,38 @@ from typer.testing import CliRunner
 from sentidistill.errors import InputError
 from sentidistill.modeling import load_model
 from sentidistill.serve.engine import GenerationEngine, GenParams
+from tiny_trained import check_answers_differ, copy_prompt, sample_prompts
 
-PROMPTS = [
-    "The food was great and the service was friendly.",
-    "Terrible movie",
-    "I love this phone, the battery lasts all day. The screen is awful.",
-    "ok",
-]
+# Four prompts of 2 to 5 words: a batch of them is padded, so padding bugs show.
+PROMPTS = sample_prompts(4, seed=3)
 
 
 @pytest.fixture(scope="module", params=["causal", "seq2seq"])
-def model_dir(request, tiny_causal_dir: Path, tiny_seq2seq_dir: Path) -> Path:
-    return tiny_causal_dir if request.param == "causal" else tiny_seq2seq_dir
+def model_dir(request, copy_causal_dir: Path, copy_seq2seq_dir: Path) -> Path:
+    return copy_causal_dir if request.param == "causal" else copy_seq2seq_dir
+
+
+def test_trained_models_answer(model_dir: Path) -> None:
+    """The fixture itself: the model lists its prompt's words (often; far above chance) and always answers."""
+    from tiny_trained import answer
+
+    prompts = sample_prompts(16, seed=11)
+    with GenerationEngine(load_model(str(model_dir))) as eng:
+        got = [g.text for g in eng.generate(prompts, GenParams(max_tokens=12))]
+    want = [answer(p.removesuffix(" =").split()) for p in prompts]
+    assert sum(g == w for g, w in zip(got, want, strict=True)) >= 4, list(zip(got, want, strict=True))
+    assert len(set(got)) >= 12
 
 
 def test_batched_equals_one_at_a_time(model_dir: Path) -> None:
     calls: list[int] = []
     with GenerationEngine(load_model(str(model_dir)), max_batch_size=8, batch_wait_ms=200,
                           on_batch=lambda n, s: calls.append(n)) as eng:
-        batched = eng.generate(PROMPTS, GenParams(max_tokens=6))
+        batched = eng.generate(PROMPTS, GenParams(max_tokens=8))
         assert calls == [len(PROMPTS)]  # all four went through one generate() call
-        single = [eng.generate([p], GenParams(max_tokens=6))[0] for p in PROMPTS]
+        single = [eng.generate([p], GenParams(max_tokens=8))[0] for p in PROMPTS]
+        assert calls == [len(PROMPTS), 1, 1, 1, 1]
+    check_answers_differ([g.text for g in single])
     assert [g.text for g in batched] == [g.text for g in single]
     assert [g.token_ids for g in batched] == [g.token_ids for g in single]
 
@@ -56,27 +72,33 @@ def test_first_token_logprob_matches_a_forward_pass(model_dir: Path) -> None:
     assert [round(v, 4) for _, v in first.top] == [round(float(v), 4) for v in lp.topk(4).values]
 
 
-def test_per_row_limits_in_one_batch(tiny_causal_dir: Path) -> None:
-    with GenerationEngine.from_spec(str(tiny_causal_dir), max_batch_size=8, batch_wait_ms=200) as eng:
-        futs = [eng.submit("The food", GenParams(max_tokens=2)), eng.submit("The food", GenParams(max_tokens=7))]
+def test_per_row_limits_in_one_batch(copy_causal_dir: Path) -> None:
+    prompt = copy_prompt(["screen", "plot", "food", "great"])
+    with GenerationEngine.from_spec(str(copy_causal_dir), max_batch_size=8, batch_wait_ms=200) as eng:
+        futs = [eng.submit(prompt, GenParams(max_tokens=2)), eng.submit(prompt, GenParams(max_tokens=9))]
         short, long = (f.result(timeout=60) for f in futs)
-    assert short.completion_tokens <= 2 and long.completion_tokens <= 7
-    assert long.text.startswith(short.text)
-    if long.finish_reason == "length":
-        assert long.completion_tokens == 7
+    assert (short.completion_tokens, short.finish_reason) == (2, "length")
+    assert long.completion_tokens > 2 and long.text.startswith(short.text) and len(long.text) > len(short.text)
 
 
-def test_stop_string_truncates(tiny_causal_dir: Path) -> None:
-    with GenerationEngine.from_spec(str(tiny_causal_dir)) as eng:
-        full = eng.generate(["The food"], GenParams(max_tokens=10))[0].text
-        stop = full[3:6]
-        cut = eng.generate(["The food"], GenParams(max_tokens=10, stop=(stop,), logprobs=True))[0]
-    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+def test_stop_string_truncates(model_dir: Path) -> None:
+    prompt = copy_prompt(["screen", "plot", "food", "great"])
+    with GenerationEngine.from_spec(str(model_dir)) as eng:
+        full = eng.generate([prompt], GenParams(max_tokens=10))[0]
+        words = full.text.split()
+        assert len(words) >= 3, full.text  # something to cut
+        stop = " " + words[-1]
+        cut = eng.generate([prompt], GenParams(max_tokens=10, stop=(stop,), logprobs=True))[0]
+        both = eng.generate([prompt, PROMPTS[0]], GenParams(max_tokens=10, stop=(stop,)))
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.text.split() == words[: words.index(words[-1])] and cut.text.strip()
+    assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
     assert len(cut.logprobs) == cut.completion_tokens
+    assert both[0].text == cut.text  # the stop applies inside a batch too
 
 
-def test_bad_params_raise_input_error(tiny_causal_dir: Path) -> None:
-    with GenerationEngine.from_spec(str(tiny_causal_dir)) as eng:
+def test_bad_params_raise_input_error(copy_causal_dir: Path) -> None:
+    with GenerationEngine.from_spec(str(copy_causal_dir)) as eng:
         with pytest.raises(InputError, match="max_tokens"):
             eng.submit("x", GenParams(max_tokens=0))
         with pytest.raises(InputError, match="context"):
@@ -93,14 +115,18 @@ def onnx_dir(model_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_onnx_agrees_with_torch(model_dir: Path, onnx_dir: Path) -> None:
-    from sentidistill.bench import get_task
     from sentidistill.serve.onnx import agreement
 
-    chat = [{"role": "user", "content": "The screen is awful."}]
-    fp32 = agreement(str(model_dir), onnx_dir, [*PROMPTS, chat], max_tokens=8)
-    assert fp32["n"] == 5 and fp32["rate"] == 1.0, fp32["mismatches"]
-    int8 = agreement(str(model_dir), onnx_dir, PROMPTS, int8=True, max_tokens=8, task=get_task("sst2"))
-    assert int8["n"] == 4 and 0.0 <= int8["rate"] <= 1.0
+    prompts = sample_prompts(12, seed=5)
+    chat = [{"role": "user", "content": copy_prompt(["screen", "awful", "day"])}]
+    with GenerationEngine.from_spec(str(model_dir)) as eng:
+        check_answers_differ([g.text for g in eng.generate([*prompts, chat], GenParams(max_tokens=8))])
+    fp32 = agreement(str(model_dir), onnx_dir, [*prompts, chat], max_tokens=8)
+    assert fp32["n"] == 13 and fp32["rate"] == 1.0, fp32["mismatches"]
+    # Dynamic int8 weights shift the logits a little; the trained copy model's margins are wide, so all but
+    # at most one of the 12 whole answers must still be identical.
+    int8 = agreement(str(model_dir), onnx_dir, prompts, int8=True, max_tokens=8)
+    assert int8["n"] == 12 and int8["agree"] >= 11, int8["mismatches"]
 
 
 def test_onnx_logprobs_match_torch(model_dir: Path, onnx_dir: Path) -> None:
@@ -109,9 +135,32 @@ def test_onnx_logprobs_match_torch(model_dir: Path, onnx_dir: Path) -> None:
     p = GenParams(max_tokens=4, logprobs=True, top_logprobs=3)
     with GenerationEngine.from_spec(str(model_dir)) as pt, OnnxGenerationEngine(onnx_dir) as ox:
         a, b = pt.generate(PROMPTS[:2], p), ox.generate(PROMPTS[:2], p)
+    check_answers_differ([g.text for g in a])
     for x, y in zip(a, b, strict=True):
+        assert len(x.logprobs) >= 2
         assert [t.token for t in x.logprobs] == [t.token for t in y.logprobs]
         assert max(abs(s.logprob - t.logprob) for s, t in zip(x.logprobs, y.logprobs, strict=True)) < 1e-3
+        for s, t in zip(x.logprobs, y.logprobs, strict=True):
+            assert [tok for tok, _ in s.top] == [tok for tok, _ in t.top]
+
+
+def test_export_onnx_cli_int8_agrees_on_real_inputs(copy_seq2seq_dir: Path, tmp_path: Path) -> None:
+    """The README's `sentidistill export-onnx MODEL --out DIR --int8`, then the int8 graphs on the model's inputs."""
+    import re
+
+    from sentidistill.cli import app
+    from sentidistill.serve.onnx import agreement
+
+    out = tmp_path / "student-onnx"
+    res = CliRunner().invoke(app, ["export-onnx", str(copy_seq2seq_dir), "--out", str(out), "--int8"])
+    assert res.exit_code == 0, res.output
+    reported = dict(re.findall(r"(fp32|int8): ONNX and PyTorch agree on (\d+/\d+) generations", res.output))
+    assert set(reported) == {"fp32", "int8"}, res.output
+    assert reported["fp32"].split("/")[0] == reported["fp32"].split("/")[1]  # fp32 must agree on all of them
+    prompts = sample_prompts(16, seed=8)
+    int8 = agreement(str(copy_seq2seq_dir), out, prompts, int8=True, max_tokens=8)
+    # Stated rate: at least 14 of 16 whole answers identical to PyTorch's.
+    assert int8["agree"] >= 14, int8["mismatches"]
 
 
 def test_onnx_folder_is_checked(tmp_path: Path) -> None:
@@ -123,20 +172,21 @@ def test_onnx_folder_is_checked(tmp_path: Path) -> None:
 
 # -- predict ------------------------------------------------------------------------------------------
 
-def test_predict_structured_and_backends_agree(tiny_seq2seq_dir: Path, tmp_path: Path) -> None:
+def test_predict_structured_and_backends_agree(copy_seq2seq_dir: Path, tmp_path: Path) -> None:
     import sentidistill
     from sentidistill.bench import get_task
     from sentidistill.serve.onnx import export_onnx
 
-    rows = sentidistill.predict(["I loved it", {"text": "Awful."}], task="sentiment", model=str(tiny_seq2seq_dir),
-                                max_tokens=4)
-    assert [r["text"] for r in rows] == ["I loved it", "Awful."]
+    texts = ["great food", "awful screen", "loved the film", "boring plot"]
+    rows = sentidistill.predict([texts[0], {"text": texts[1]}, *texts[2:]], task="sentiment",
+                                model=str(copy_seq2seq_dir), max_tokens=6)
+    assert [r["text"] for r in rows] == texts
+    check_answers_differ([r["raw"] for r in rows])  # the prompts reach the model: answers depend on the text
     task = get_task("sst2")
     for r in rows:
         assert r["task"] == "sst2" and r["prediction"] == task.parse(r["raw"]) and r["valid"] == (r["prediction"] is not None)
-    onnx = export_onnx(tiny_seq2seq_dir, tmp_path / "onnx")
-    again = sentidistill.predict(["I loved it", "Awful."], task="sentiment", model=str(onnx), backend="onnx",
-                                 max_tokens=4)
+    onnx = export_onnx(copy_seq2seq_dir, tmp_path / "onnx")
+    again = sentidistill.predict(texts, task="sentiment", model=str(onnx), backend="onnx", max_tokens=6)
     assert [r["raw"] for r in again] == [r["raw"] for r in rows]
 
 
@@ -171,4 +221,5 @@ def test_cli_predict_jsonl_and_stdin(tiny_causal_dir: Path, tmp_path: Path) -> N
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"txt": "oops"}\n')
     res = runner.invoke(app, ["predict", "--file", str(bad), "--model", str(tiny_causal_dir)])
-    assert res.exit_code != 0 and "line 2" in str(res.exception)
+    assert isinstance(res.exception, InputError), res.output
+    assert f"{bad}, line 2, field 'text'" in str(res.exception)

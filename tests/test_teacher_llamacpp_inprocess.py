@@ -74,7 +74,6 @@ def test_greedy_matches_create_chat_completion_and_logprobs_are_consistent(backe
         assert all(v <= 0.0 for v in values) and values == sorted(values, reverse=True)
         # Greedy: the chosen token is the top-1 alternative, with the same log-prob.
         assert e.top[0][1] == pytest.approx(e.logprob) and e.logprob <= 0.0
-        assert math.exp(e.logprob) <= 1.0
     assert any(e.top[0][0] == e.token for e in lps)
 
 
@@ -82,8 +81,9 @@ def test_label_prompt_puts_positive_in_the_top5(backend) -> None:
     resp = backend.generate_one(_req(LABEL_PROMPT.format("I loved it."), max_tokens=3, logprobs=True, top_logprobs=5))
     first = resp.logprobs[0].top
     assert any(tok.strip().lower().startswith("pos") for tok, _ in first), first
-    # The probabilities of the top-5 are a real distribution's head: they sum to at most 1.
-    assert sum(math.exp(v) for _, v in first) <= 1.0 + 1e-6
+    # The top-5 are the head of a normalised distribution: at most 1 in all (raw logits would sum far above),
+    # and on a one-word label prompt most of the mass (a wrong normalisation would spread it thin).
+    assert 0.5 < sum(math.exp(v) for _, v in first) <= 1.0 + 1e-6
 
 
 def test_stop_strings_eos_and_length(backend) -> None:
@@ -154,43 +154,54 @@ def test_config_selection_runner_queueing_and_cache(tmp_path: Path) -> None:
     assert first[0].text == first[2].text and all(r.logprobs and len(r.logprobs[0].top) == 2 for r in first)
 
 
-def test_latency_vs_server_with_logits_all(backend, capsys: pytest.CaptureFixture[str]) -> None:
-    """Per-request latency of a short sentiment prompt with top_logprobs=5: in-process vs the server path.
+def test_inprocess_evaluates_less_than_the_server_path(backend, capsys: pytest.CaptureFixture[str]) -> None:
+    """Why the in-process path is cheaper, asserted on what it did rather than on the clock.
 
-    Both paths reuse the KV cache of a shared prompt prefix, so two prompt sets: the sentence first (only
-    the chat template's system preamble is shared) and the instruction first (few-shot-like shared prefix).
-    Requests alternate between the two paths so that the machine's load affects both alike.
+    The server path needs ``logits_all`` (llama.cpp computes full-vocabulary logits at every prompt
+    position) to return log-probs; the in-process path keeps logits for the last position only and, for
+    prompts sharing a prefix (few-shot demos, instructions), evaluates only the new suffix. Both paths must
+    give the same answers. The per-request times are printed for the record, not asserted (they depend on
+    the machine's load).
     """
     sentences = ["I loved it.", "The food was awful.", "Great service, would come back.", "Meh."]
-    sets = {
-        "distinct": [f"Sentence: {s}\nClassify its sentiment as positive or negative.\nLabel:" for s in sentences],
-        "shared": [LABEL_PROMPT.format(s) for s in sentences],
-    }
+    reqs = [_req(LABEL_PROMPT.format(s), max_tokens=4, logprobs=True, top_logprobs=5) for s in sentences]
+    assert backend.llm._logits_all is False  # llama-cpp-python keeps the flag here (no public accessor)
+    evaluated: list[int] = []
+    real_eval = backend.llm.eval
+
+    def counting_eval(tokens):  # type: ignore[no-untyped-def]
+        evaluated.append(len(tokens))
+        return real_eval(tokens)
+
+    backend.llm.reset()
     cfg = TeacherConfig(kind="llamacpp", model=MODEL, n_ctx=1024, n_threads=THREADS,
                         extra={"mode": "server", "logits_all": True})
-    times: dict[tuple[str, str], float] = {}
+    t_ours = t_server = 0.0
     with build_teacher(cfg, None, progress=False) as server:
-        for name, prompts in sets.items():
-            reqs = [_req(t, max_tokens=4, logprobs=True, top_logprobs=5) for t in prompts]
-            backend.generate_one(reqs[-1])  # warm-up, and the same KV-cache start for both paths
-            server.generate([reqs[-1]])
-            t_ours = t_server = 0.0
-            for r in reqs[:-1]:
+        backend.llm.eval = counting_eval
+        try:
+            for r in reqs:
+                prompt_len = len(backend.format_prompt(r.messages))
+                n_before = len(evaluated)
                 t0 = time.perf_counter()
                 ours = backend.generate_one(r)
                 t1 = time.perf_counter()
                 theirs = server.generate([r])[0]
                 t_ours, t_server = t_ours + t1 - t0, t_server + time.perf_counter() - t1
-                # Same model, prompt and greedy answer through either path; log-probs agree up to the
-                # float rounding of different batch shapes.
                 assert ours.text == theirs.text
                 a, b = dict(ours.logprobs[0].top), dict(theirs.logprobs[0].top)
                 assert len(a.keys() & b.keys()) >= 4
                 assert all(a[t] == pytest.approx(b[t], abs=0.05) for t in a.keys() & b.keys())
-            times[name, "inprocess"], times[name, "server"] = t_ours / (len(reqs) - 1), t_server / (len(reqs) - 1)
+                prompt_evals = evaluated[n_before]  # the first eval() of a request is its prompt
+                if r is reqs[0]:
+                    assert prompt_evals >= prompt_len - 1  # an empty cache: the whole prompt
+                else:
+                    # The shared instruction was reused from the KV cache: only the sentence and the tail.
+                    assert prompt_evals < prompt_len // 2, (prompt_evals, prompt_len)
+                # Decoding then evaluates one token per generated token.
+                assert evaluated[n_before + 1:] == [1] * (len(evaluated) - n_before - 1)
+        finally:
+            backend.llm.eval = real_eval
     with capsys.disabled():
-        print(f"\n[llamacpp teacher, {THREADS} thread(s), top_logprobs=5, seconds per request] " + "; ".join(
-            f"{name}: in-process {times[name, 'inprocess']:.3f} vs server+logits_all {times[name, 'server']:.3f}"
-            for name in sets
-        ))
-    assert times["distinct", "inprocess"] < times["distinct", "server"]
+        print(f"\n[llamacpp teacher, {THREADS} thread(s), top_logprobs=5, seconds per request] in-process "
+              f"{t_ours / len(reqs):.3f} vs server+logits_all {t_server / len(reqs):.3f}")

@@ -105,8 +105,13 @@ def test_gguf_spec_loads_as_a_student(tiny_gguf, tmp_path):
     assert path.parent == tmp_path / "gguf-hf" and (path / RECORD).is_file()
     lm = load_model(str(tiny_gguf), cache_dir=tmp_path)  # a bare .gguf path works too, same cached folder
     assert lm.kind == "causal" and lm.tokenizer.padding_side == "left"
-    out = lm.model.generate(**lm.tokenizer(["Review: great"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
-    assert out.shape[1] >= 3
+    enc = lm.tokenizer(["Review: great"], return_tensors="pt")
+    out = lm.model.generate(**enc, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == enc["input_ids"].shape[1] + 3  # the prompt plus exactly three new tokens
+    # The converted weights are the GGUF's: the first greedy token is the arg-max of a plain forward pass.
+    with torch.no_grad():
+        first = int(lm.model(**enc).logits[0, -1].argmax())
+    assert int(out[0, enc["input_ids"].shape[1]]) == first
     assert len(list((tmp_path / "gguf-hf").iterdir())) == 1
 
 

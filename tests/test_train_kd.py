@@ -34,8 +34,18 @@ def test_topk_kl_equals_hand_computed_value() -> None:
     match = torch.tensor([[[math.log(3.0), 0.0, -2.0, 4.0]]], requires_grad=True)
     kl_m, _ = topk_kl(match, ids[:, :1], lps[:, :1])
     assert kl_m.item() == pytest.approx(0.0, abs=1e-6)
-    kl0g, _ = topk_kl(logits[:, :1].clone().requires_grad_(True), ids[:, :1], lps[:, :1])
+    leaf = logits[:, :1].clone().requires_grad_(True)
+    kl0g, _ = topk_kl(leaf, ids[:, :1], lps[:, :1])
     kl0g.backward()
+    # d KL / d logit: the student's softmax over the teacher's top-k ids minus the teacher's renormalised
+    # probabilities there (0 for ids outside the top-k), i.e. the gradient that pulls the student over.
+    q = torch.softmax(leaf.detach()[0, 0, ids[0, 0]], -1)
+    p = torch.tensor([0.75, 0.25])
+    want = torch.zeros_like(leaf[0, 0])
+    want[ids[0, 0]] = q - p
+    assert torch.allclose(leaf.grad[0, 0], want, atol=1e-5), (leaf.grad, want)
+    kl_m.backward()
+    assert torch.allclose(match.grad, torch.zeros_like(match), atol=1e-6)  # at the optimum: no pull
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -66,16 +67,37 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
     data_dir = cfg.data_dir or default_data_dir()
     result = PipelineResult(run_dir=rundir.path)
     notify = on_stage or (lambda name, status: None)
+    invoked: list[str] = []  # the stages of this config, in order
 
-    def stage(name: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
-        if rundir.stage_done(name) and all(p.exists() for p in outputs):
-            result.skipped.append(name)
-            notify(name, "skipped (done)")
-            return
+    def stage(name: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None], *,
+              deps: tuple[str, ...] = (), workdir: Path | None = None) -> None:
+        """Run stage ``name`` unless it is done, its outputs check out and its inputs are unchanged.
+
+        ``deps`` are the upstream stages whose results this one is built from: their result ids are
+        recorded when it starts, and a redone upstream stage makes it stale. ``workdir`` holds its partial
+        work (checkpoints, finished benchmark cells): kept to resume a killed attempt on the same inputs,
+        removed when the inputs changed (or were never recorded: a folder from another config).
+        """
+        invoked.append(name)
+        # ``built_from`` in the manifest: the result ids of the upstream stages when this one started.
+        inputs = {d: rundir.stage_info(d).get("token") for d in deps}
+        info = rundir.stage_info(name)
+        stale = bool(info) and info.get("built_from") != inputs
+        if info.get("status") == "done" and not stale:
+            problem = next((p for p in (_output_problem(o, info) for o in outputs) if p), None)
+            if problem is None:
+                result.skipped.append(name)
+                notify(name, "skipped (done)")
+                return
+            log.warning("stage %s was done, but %s: running it again", name, problem)
+        elif stale:
+            log.warning("stage %s: an upstream stage was redone since it started: starting it afresh", name)
+        if workdir is not None and workdir.exists() and (stale or not info):
+            shutil.rmtree(workdir)
         notify(name, "running")
         t0 = time.perf_counter()
-        with rundir.stage(name) as info:
-            info.update(fn() or {})
+        with rundir.stage(name, built_from=inputs) as stage_info:
+            stage_info.update({k: v for k, v in (fn() or {}).items() if k != "built_from"})
         result.stage_times[name] = time.perf_counter() - t0
         notify(name, f"done in {result.stage_times[name]:.1f}s")
 
@@ -107,29 +129,30 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             if cfg.bench.enabled and cfg.bench.include_teacher:
                 out = rundir.bench_dir / "teacher"
                 stage("bench_teacher", [out / "metrics.json"],
-                      lambda: _bench(cfg, "teacher", out, data_dir, teacher=teacher))
+                      lambda: _bench(cfg, "teacher", out, data_dir, teacher=teacher), workdir=out)
                 if cfg.soft_labels.enabled and cfg.soft_labels.calibration != "none":
                     out_cal = rundir.bench_dir / "teacher_calibrated"
                     stage("bench_teacher_calibrated", [out_cal / "metrics.json"],
                           lambda: _bench(cfg, "teacher (calibrated)", out_cal, data_dir, teacher=teacher,
-                                         priors=soft_corpus))
+                                         priors=soft_corpus), deps=("teach_soft",), workdir=out_cal)
 
         # 3. The classifier student: zero-shot start (label-embedding heads), trained on the soft labels.
         if cfg.classifier.enabled:
-            stage("init_classifier", [classifier_init / "model.safetensors"],
-                  lambda: _init_classifier(cfg, soft_corpus, classifier_init))
+            stage("init_classifier", [classifier_init],
+                  lambda: _init_classifier(cfg, soft_corpus, classifier_init), deps=("teach_soft",))
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_before"
                 stage("bench_classifier_before", [out / "metrics.json"],
                       lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init),
-                                         kind="classifier"))
-            stage("train_classifier", [classifier_final / "model.safetensors"],
-                  lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init))
+                                     kind="classifier"), deps=("init_classifier",), workdir=out)
+            stage("train_classifier", [classifier_final],
+                  lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init),
+                  deps=("teach_soft", "init_classifier"), workdir=rundir.models_dir / "classifier" / "checkpoints")
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "classifier_after"
                 stage("bench_classifier_after", [out / "metrics.json"],
                       lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final),
-                                         kind="classifier"))
+                                     kind="classifier"), deps=("train_classifier",), workdir=out)
 
         # 4. The generative student before distillation.
         generative_soft = cfg.soft_labels.enabled and cfg.soft_labels.train_generative
@@ -137,23 +160,27 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
                 cfg.knowdist.enabled or cfg.icldist.enabled or generative_soft or not cfg.classifier.enabled):
             out = rundir.bench_dir / "student_before"
             stage("bench_student_before", [out / "metrics.json"],
-                  lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student))
+                  lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student), workdir=out)
 
         # 4. KnowDist pre-training, then ICLDist on top of it.
-        current = base_student
+        current, current_stage = base_student, None
         if cfg.knowdist.enabled:
-            stage("train_knowdist", [knowdist_model / "config.json"],
-                  lambda: _train(cfg, current, knowdist_corpus, rundir.models_dir / "knowdist", "knowdist"))
-            current = str(knowdist_model)
+            stage("train_knowdist", [knowdist_model],
+                  lambda: _train(cfg, current, knowdist_corpus, rundir.models_dir / "knowdist", "knowdist"),
+                  deps=("teach_knowdist",), workdir=rundir.models_dir / "knowdist")
+            current, current_stage = str(knowdist_model), "train_knowdist"
             if cfg.bench.enabled and cfg.icldist.enabled:
                 out = rundir.bench_dir / "student_knowdist"
                 stage("bench_student_knowdist", [out / "metrics.json"],
-                      lambda: _bench(cfg, "student (KnowDist)", out, data_dir, model=str(knowdist_model)))
+                      lambda: _bench(cfg, "student (KnowDist)", out, data_dir, model=str(knowdist_model)),
+                      deps=("train_knowdist",), workdir=out)
         if cfg.icldist.enabled:
             start_from = current
-            stage("train_icldist", [icldist_model / "config.json"],
-                  lambda: _train(cfg, start_from, icl_corpus, rundir.models_dir / "icldist", "icldist"))
-            current = str(icldist_model)
+            stage("train_icldist", [icldist_model],
+                  lambda: _train(cfg, start_from, icl_corpus, rundir.models_dir / "icldist", "icldist"),
+                  deps=("teach_icl", *([current_stage] if current_stage else [])),
+                  workdir=rundir.models_dir / "icldist")
+            current, current_stage = str(icldist_model), "train_icldist"
 
         # 5. The distilled student on the same benchmark, then the report.
         if cfg.bench.enabled and current != base_student:
@@ -162,17 +189,18 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             out = rundir.bench_dir / "student_after"
             final_model = current
             stage("bench_student_after", [out / "metrics.json"],
-                  lambda: _bench(cfg, label, out, data_dir, model=final_model))
+                  lambda: _bench(cfg, label, out, data_dir, model=final_model),
+                  deps=(current_stage,) if current_stage else (), workdir=out)
         # 5b. The generative student learning the same soft labels (label-distribution KL).
         if generative_soft:
             gen_dir = rundir.models_dir / "generative_soft"
-            stage("train_generative_soft", [gen_dir / "final" / "config.json"],
-                  lambda: _train_generative_soft(cfg, soft_corpus, gen_dir))
+            stage("train_generative_soft", [gen_dir / "final"],
+                  lambda: _train_generative_soft(cfg, soft_corpus, gen_dir), deps=("teach_soft",), workdir=gen_dir)
             if cfg.bench.enabled:
                 out = rundir.bench_dir / "student_soft_after"
                 stage("bench_student_soft_after", [out / "metrics.json"],
                       lambda: _bench(cfg, "generative student (soft labels)", out, data_dir,
-                                     model=str(gen_dir / "final")))
+                                     model=str(gen_dir / "final")), deps=("train_generative_soft",), workdir=out)
         # 6. Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
         finetune_dir = rundir.path / "finetune"
         if cfg.finetune.enabled:
@@ -180,15 +208,19 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
             if cfg.knowdist.enabled:
                 models["knowdist"] = str(knowdist_model)
             stage("finetune_eval", [finetune_dir / "results.json"],
-                  lambda: _finetune(cfg, models, finetune_dir, data_dir))
+                  lambda: _finetune(cfg, models, finetune_dir, data_dir),
+                  deps=("train_knowdist",) if cfg.knowdist.enabled else (), workdir=finetune_dir)
         # 7. Tasks no corpus saw, for every benched model that can answer them (apart from the mean).
         if cfg.bench.enabled and cfg.bench.unseen_tasks:
+            unseen_dir = rundir.path / "bench_unseen"
+            model_stages = tuple(n for n in invoked if n.startswith(("train_", "init_")))
             with ExitStack() as stack:
                 teacher = _LazyTeacher(cfg, rundir, stack)
-                stage("bench_unseen", [rundir.path / "bench_unseen" / "summary.json"],
-                      lambda: _bench_unseen(cfg, rundir, teacher, data_dir))
+                stage("bench_unseen", [unseen_dir / "summary.json"],
+                      lambda: _bench_unseen(cfg, rundir, teacher, data_dir), deps=model_stages, workdir=unseen_dir)
         if cfg.bench.enabled:
-            stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir))
+            report_deps = tuple(n for n in invoked if n.startswith("bench_") or n == "finetune_eval")
+            stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir), deps=report_deps)
             result.report_md = rundir.path / "report.md"
             result.report_html = rundir.path / "report.html"
             for name in BENCH_ORDER:
@@ -228,7 +260,7 @@ def _teach_soft(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir:
     from sentidistill.distill.soft_labels import build_soft_label_corpus
 
     stats = build_soft_label_corpus(cfg.soft_labels, teacher.get(), out, data_dir=data_dir, seed=cfg.seed)
-    return {"tasks": stats.tasks, "curation": stats.curation, "teacher": teacher.stats}
+    return {"rows": stats.rows, "tasks": stats.tasks, "curation": stats.curation, "teacher": teacher.stats}
 
 
 def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
@@ -379,6 +411,64 @@ def _report(cfg: PipelineConfig, rundir: RunDir) -> dict:
     write_report(files, rundir.path, title=f"sentidistill run '{cfg.name}'", extra_sections=extra,
                  bootstrap=cfg.bench.bootstrap or None)
     return {"report": str(rundir.path / "report.html")}
+
+
+def _output_problem(path: Path, info: dict[str, Any]) -> str | None:
+    """Why ``path`` (an output of a finished stage, whose manifest entry is ``info``) is not usable, or None.
+
+    A model folder needs its config and safetensors weights whose headers read (every shard of a sharded
+    checkpoint); a Parquet corpus needs the row count its stage recorded; a JSON file must parse.
+    """
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            return f"{path} is not readable Parquet ({type(exc).__name__})"
+        if info.get("rows") is not None and rows != info["rows"]:
+            return f"{path} holds {rows} rows, the stage wrote {info['rows']}"
+        return None
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return f"{path} is missing"
+        except (ValueError, UnicodeDecodeError):
+            return f"{path} is not valid JSON"
+        return None
+    if path.suffix:
+        return None if path.is_file() else f"{path} is missing"
+    return _model_problem(path)
+
+
+def _model_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a loadable saved model (config + safetensors weights), or None."""
+    from safetensors import safe_open
+
+    if not (folder / "config.json").is_file():
+        return f"{folder} has no config.json"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError):
+            return f"{index} is not a valid weight index"
+    else:
+        shards = ["model.safetensors"]
+    for shard in shards:
+        f = folder / shard
+        if not f.is_file():
+            return f"{f} is missing"
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                if not list(st.keys()):
+                    return f"{f} holds no tensors"
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            return f"{f} is not loadable safetensors ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -144,19 +145,26 @@ class RunDir:
 
     def mark_stage(self, stage: str, status: str, **info: Any) -> None:
         manifest = self.read_manifest()
-        entry = manifest.setdefault("stages", {}).setdefault(stage, {})
+        stages = manifest.setdefault("stages", {})
+        if status == "running":
+            stages[stage] = {}  # a new attempt: nothing of the previous one (its result id, error) carries over
+        entry = stages.setdefault(stage, {})
         entry["status"] = status
         entry.update(info)
         if status == "running":
             entry["started"] = _now()
         elif status in {"done", "failed"}:
             entry["finished"] = _now()
+        if status == "done":
+            # A fresh id for this result: downstream stages record the ids they were built from, so a
+            # redone upstream stage makes them stale (see pipeline.run_pipeline).
+            entry["token"] = uuid.uuid4().hex
         self._write_manifest(manifest)
 
     @contextmanager
-    def stage(self, name: str):
-        """Time a stage and record done/failed in the manifest."""
-        self.mark_stage(name, "running")
+    def stage(self, name: str, **start_info: Any):
+        """Time a stage and record done/failed in the manifest (``start_info`` is recorded at the start)."""
+        self.mark_stage(name, "running", **start_info)
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
         try:

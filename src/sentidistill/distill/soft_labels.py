@@ -60,6 +60,7 @@ class SoftLabelStats:
     """What a soft-labelling run did, per task: texts, teacher failures, how scores were read, priors."""
 
     path: str
+    rows: int = 0  # rows written (after curation)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     priors: dict[str, list[float]] = field(default_factory=dict)  # task -> prior over its labels (sums to 1)
     calibration: str = "batch"
@@ -201,6 +202,7 @@ def build_soft_label_corpus(
                              dev_fraction=cfg.dev_fraction, balance=cfg.balance)
     stats.curation = cstats.to_dict()
     stats.teacher = dict(getattr(teacher, "stats", {}) or {})
+    stats.rows = len(curated)
     write_soft_labels(curated, out)
     atomic_write_json(out.with_suffix(".stats.json"), stats.to_dict())
     return stats
