@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from sentidistill.serve.classifier_backends import TorchClassifierBackend
     from sentidistill.serve.classifier_onnx import (
         OnnxClassifierBackend,
         classifier_agreement,
         export_classifier_onnx,
     )
-    from sentidistill.serve.classify import TorchClassifierBackend
     from sentidistill.utils.cli import quiet_third_party
 
     quiet_third_party()
