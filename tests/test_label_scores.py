@@ -107,8 +107,8 @@ def test_full_likelihood_scores_prefix_labels_with_the_end_of_the_answer(causal:
 
 def test_seq2seq_first_token_variant_tells_sst5_labels_apart(tiny_seq2seq_dir: Path) -> None:
     a = HFModelAdapter(str(tiny_seq2seq_dir), device="cpu", first_token=True)
-    conts, lengths = a.label_continuations(SST5)
-    ids = [a._cont_ids(c) for c in conts]
+    conts, lengths = a.student.label_continuations(SST5, a.prompt_style, first_token=True)
+    ids = [a.student.continuation_ids(c) for c in conts]
     assert ids[0][0] == ids[4][0] and lengths[0] > 1 and lengths[4] > 1
     (answer,) = a.choose(["Sentence: a warm, lovely film\nLabel:"], SST5)
     assert answer.scores[0] != answer.scores[4]

@@ -240,11 +240,28 @@ class PipelineConfig(_Section):
         """Hash of everything that changes results (the run name and runs_dir do not)."""
         data = self.model_dump(mode="json", exclude={"name", "runs_dir"})
         data["teacher"] = self.teacher.legacy_dump()  # the layout hashes were first computed on
+        # Sections and fields added since, left out while at their defaults: an older run keeps its hash.
+        for dotted, default in _ADDED_AT_DEFAULT.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for p in parents:
+                node = node.get(p, {})
+            if leaf in node and node[leaf] == default:
+                del node[leaf]
         return stable_hash(data, 16)
 
     def stage_training(self, stage: Literal["knowdist", "icldist"]) -> TrainingConfig:
         override = self.knowdist_training if stage == "knowdist" else self.icldist_training
         return override or self.training
+
+
+#: Config fields added after the first release -> their default (JSON form), see ``config_hash``.
+_ADDED_AT_DEFAULT: dict[str, Any] = {
+    "soft_labels": SoftLabelsConfig().model_dump(mode="json"),
+    "classifier": ClassifierConfig().model_dump(mode="json"),
+    "bench.max_chars": None,
+    "bench.unseen_tasks": [],
+}
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -129,7 +129,8 @@ class HFModelAdapter:
             for i in range(0, len(prompts), self.batch_size):
                 ps = [self.student.render(p) for p in prompts[i : i + self.batch_size]]
                 out.extend(self.student.loglikelihood(ps, continuations[i : i + self.batch_size],
-                                                      first_token=self.first_token, max_length=self.max_length))
+                                                      n_tokens=n_tokens[i : i + self.batch_size],
+                                                      max_length=self.max_length))
         return out
 
     def choose(self, prompts: list[Prompt], words: list[str], *, task: str = "",

@@ -161,6 +161,8 @@ class TeacherConfig(BaseModel):
         """The section as the old flat layout wrote it (every backend's fields, the rest under ``extra``), so
         that a run's config hash (:meth:`sentidistill.config.PipelineConfig.config_hash`) stays what it was."""
         out = self.model_dump(mode="json", exclude={"options"})
+        if not out.get("reasoning_tokens"):  # added later; at its default it leaves old hashes as they were
+            out.pop("reasoning_tokens", None)
         opts = self.options.model_dump(mode="json")
         fields = type(self.options).model_fields
         defaults = {k: f.get_default(call_default_factory=True) for k, f in fields.items() if not f.is_required()}
