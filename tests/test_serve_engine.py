@@ -136,8 +136,10 @@ def test_onnx_logprobs_match_torch(model_dir: Path, onnx_dir: Path) -> None:
     with GenerationEngine.from_spec(str(model_dir)) as pt, OnnxGenerationEngine(onnx_dir) as ox:
         a, b = pt.generate(PROMPTS[:2], p), ox.generate(PROMPTS[:2], p)
     check_answers_differ([g.text for g in a])
+    # Multi-token answers, so positions after the first are compared too (the tiny model trained in the
+    # session may end one answer after its first word; the other then runs longer).
+    assert all(x.logprobs for x in a) and max(len(x.logprobs) for x in a) >= 2
     for x, y in zip(a, b, strict=True):
-        assert len(x.logprobs) >= 2
         assert [t.token for t in x.logprobs] == [t.token for t in y.logprobs]
         assert max(abs(s.logprob - t.logprob) for s, t in zip(x.logprobs, y.logprobs, strict=True)) < 1e-3
         for s, t in zip(x.logprobs, y.logprobs, strict=True):
