@@ -93,7 +93,7 @@ def test_quickstart_small(shared_data_dir: Path, tmp_path: Path) -> None:
     assert list(rows) == list(MODELS.values()), res.stdout
     for key, name in MODELS.items():
         metrics = json.loads((run / "bench" / key / "metrics.json").read_text())
-        assert set(metrics["tasks"]) == {"sst2", "twitter"} and all(t["n"] == 4 for t in metrics["tasks"].values())
+        assert set(metrics["tasks"]) == {"sst2", "twitter"} and all(t["n"] == 6 for t in metrics["tasks"].values())
         assert rows[name][-2] == f"{100 * metrics['sentibench_score']:.1f}", (name, rows[name])
     report = (run / "report.md").read_text()
     assert (run / "report.html").is_file() and "classifier student (after)" in report and "Paired difference" in report
