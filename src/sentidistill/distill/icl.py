@@ -72,7 +72,7 @@ class ICLPrompt:
         return self.source if isinstance(self.source, str) else json.dumps(self.source, ensure_ascii=False)
 
 
-def _labels_text(words: list[str]) -> str:
+def labels_text(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
@@ -121,7 +121,7 @@ def build_icl_prompts(cfg: ICLDistConfig, data_dir: str | Path | None = None, se
         demos = [pool[i] for i in rng.sample(candidates, k)]
         tpl = rng.choice(INSTRUCTION_TEMPLATES)
         words = [task.verbalizers[lab] for lab in task.labels] if task.kind == "classification" else []
-        instruction = tpl.render(instruction=task.spec.instruction, labels=_labels_text(words) if words else "",
+        instruction = tpl.render(instruction=task.spec.instruction, labels=labels_text(words) if words else "",
                                  kind=task.kind)[-1]["content"]
         fmt = rng.choice(FORMATS)
         prompts.append(ICLPrompt(

@@ -38,6 +38,7 @@ from sentidistill.distill.calibration import (
     softmax_logprobs,
 )
 from sentidistill.distill.curation import curate
+from sentidistill.distill.icl import labels_text
 from sentidistill.errors import InputError
 from sentidistill.utils.io import atomic_write_json
 
@@ -72,10 +73,6 @@ class SoftLabelStats:
         return asdict(self)
 
 
-def _labels_text(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
 def variant_prompt(task: Any, row: dict[str, Any], variant: int) -> list[dict[str, str]]:
     """The zero-shot chat prompt of ``row`` with instruction variant ``variant`` (0 = the benchmark's)."""
     from sentidistill.bench.prompting import build_prompt
@@ -83,7 +80,7 @@ def variant_prompt(task: Any, row: dict[str, Any], variant: int) -> list[dict[st
     if variant == 0:
         return build_prompt(task, row, [], style="chat")  # type: ignore[return-value]
     words = [task.verbalizers[lab] for lab in task.labels]
-    instruction = VARIANTS[variant].format(instruction=task.spec.instruction, labels=_labels_text(words))
+    instruction = VARIANTS[variant].format(instruction=task.spec.instruction, labels=labels_text(words))
     return build_prompt(task, row, [], style="chat", instruction=instruction)  # type: ignore[return-value]
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse
+from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse
 
 Messages = list[dict[str, str]]
 
@@ -45,14 +45,6 @@ def case_variants(words: Sequence[str]) -> tuple[list[str], list[int]]:
             flat.append(v)
             owner.append(j)
     return flat, owner
-
-
-def _logsumexp(xs: list[float]) -> float:
-    finite = [x for x in xs if x is not None and math.isfinite(x)]
-    if not finite:
-        return -math.inf
-    m = max(finite)
-    return m + math.log(sum(math.exp(x - m) for x in finite))
 
 
 def supports_exact_scoring(teacher: Any) -> bool:
@@ -92,7 +84,7 @@ def response_label_logprobs(
         groups: list[list[float]] = [[] for _ in range(k)]
         for lp, j in zip(resp.label_logprobs, owner, strict=True):
             groups[j].append(float(lp))
-        return [_logsumexp(g) for g in groups], "exact"
+        return [float(np.logaddexp.reduce(g)) for g in groups], "exact"
     if resp.logprobs:
         from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
 
