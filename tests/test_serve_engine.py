@@ -53,6 +53,24 @@ def test_batched_equals_one_at_a_time(model_dir: Path) -> None:
     assert [g.token_ids for g in batched] == [g.token_ids for g in single]
 
 
+def test_padding_does_not_change_logprobs(model_dir: Path) -> None:
+    """Inside a padded batch each prompt gets the log-probs it gets alone (1e-4 nats): the attention mask
+    (and, for a causal LM, the positions it implies) hides the padding. Greedy answers alone would miss a
+    broken mask (the trained word-lister ignores pads most of the time); the log-probs do not."""
+    params = GenParams(max_tokens=6, logprobs=True, top_logprobs=3)
+    with GenerationEngine(load_model(str(model_dir)), max_batch_size=8, batch_wait_ms=200) as eng:
+        batched = eng.generate(PROMPTS, params)
+        single = [eng.generate([p], params)[0] for p in PROMPTS]
+    assert len({len(eng.encode_prompt(p)) for p in PROMPTS}) > 1  # the batch really is padded
+    check_answers_differ([g.text for g in single])
+    for b, s in zip(batched, single, strict=True):
+        assert b.token_ids == s.token_ids
+        got, want = [e.logprob for e in b.logprobs], [e.logprob for e in s.logprobs]
+        assert got == pytest.approx(want, abs=1e-4)
+        assert [v for e in b.logprobs for _, v in e.top] == pytest.approx(
+            [v for e in s.logprobs for _, v in e.top], abs=1e-4)
+
+
 def test_first_token_logprob_matches_a_forward_pass(model_dir: Path) -> None:
     lm = load_model(str(model_dir))
     with GenerationEngine(lm) as eng:

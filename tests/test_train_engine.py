@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -166,3 +167,45 @@ def test_two_process_ddp_on_cpu_with_accelerate_launch(tiny_seq2seq_dir, tmp_pat
     assert (out / "checkpoints" / "checkpoint-3" / "rng_state_0.pth").exists()
     assert (out / "checkpoints" / "checkpoint-3" / "rng_state_1.pth").exists()
     assert (out / "final" / "model.safetensors").exists()
+
+
+_RESUME_EPOCH_SCRIPT = """
+import sys
+from sentidistill.config import StudentConfig, TrainingConfig
+from sentidistill.train.engine import train_student
+training = TrainingConfig(max_steps=12, batch_size=4, learning_rate=3e-3, save_steps=6, logging_steps=1,
+                          save_total_limit=10, group_by_length=sys.argv[4] == "grouped")
+train_student(sys.argv[1], sys.argv[2], sys.argv[3], training, method="knowdist",
+              student=StudentConfig(max_source_length=32, max_target_length=8))
+"""
+
+
+@pytest.mark.slow  # six short training processes (~1 min)
+@pytest.mark.parametrize("sampling", ["grouped", "random"])
+def test_resume_inside_a_later_epoch_sees_the_same_data_order(tiny_seq2seq_dir, tmp_path, sampling) -> None:
+    """16 rows, batches of 4: checkpoint-6 lies inside epoch 1. A process that starts from that checkpoint
+    alone must log the losses of the uninterrupted run for steps 7-12. (Found by the pipeline's kill -9 test:
+    transformers' length-grouped sampler drew each epoch's order from the global RNG, so a resumed epoch 1
+    trained on another order: step-7 loss 2.33 vs 2.45.)"""
+    corpus = _corpus(tmp_path / "c.parquet")
+    script = tmp_path / "run.py"
+    script.write_text(_RESUME_EPOCH_SCRIPT)
+
+    def train(out: Path) -> None:
+        res = subprocess.run([sys.executable, str(script), str(tiny_seq2seq_dir), str(corpus), str(out), sampling],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    train(tmp_path / "ref")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "ref" / "checkpoints" / "checkpoint-6", resumed / "checkpoints" / "checkpoint-6")
+    train(resumed)
+
+    def losses(d: Path) -> dict[int, float]:
+        hist = json.loads((d / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+        return {h["step"]: h["loss"] for h in hist if "loss" in h}
+
+    got, want = losses(resumed), losses(tmp_path / "ref")
+    assert [s for s in got if s > 6] == list(range(7, 13))
+    for step in range(7, 13):
+        assert got[step] == pytest.approx(want[step], rel=1e-5), step

@@ -22,6 +22,7 @@ import torch
 from datasets import Dataset
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutput
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sentidistill.students import student_for
 from sentidistill.students.collate import CausalCollator, Seq2SeqCollator
@@ -106,8 +107,30 @@ def _prepare(dataset: Dataset | None, collator: Any, token_kd: bool) -> tuple[Da
     return encode_corpus(dataset, collator, token_kd=token_kd)
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' ``LengthGroupedSampler`` (mega-batches of similar length, shuffled) whose order depends on
+    ``(seed, epoch)`` alone.
+
+    The stock sampler draws each epoch's permutation from the global torch RNG, whose state at the start of
+    epoch k depends on everything drawn before (dropout in the earlier epochs): a run resumed from a
+    checkpoint inside epoch k > 0 then trains epoch k on a different order than the uninterrupted run did.
+    The Trainer calls ``set_epoch`` before each epoch (and after skipping a resumed epoch's first batches),
+    so reseeding there makes a resumed run's data order equal the uninterrupted one's.
+    """
+
+    def __init__(self, batch_size: int, dataset: Any = None, lengths: list[int] | None = None,
+                 model_input_name: str | None = None, seed: int = 42) -> None:
+        self.seed = seed
+        super().__init__(batch_size, dataset=dataset, lengths=lengths, model_input_name=model_input_name,
+                         generator=torch.Generator().manual_seed(seed))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 class _MetricsMixin:
-    """Averages of per-step loss parts, added to the Trainer's logs (and so to every logger)."""
+    """Averages of per-step loss parts, added to the Trainer's logs (and so to every logger); the train
+    sampler made resumable (:class:`EpochSeededLengthGroupedSampler`)."""
 
     _parts: dict[str, list[torch.Tensor]]
 
@@ -120,6 +143,13 @@ class _MetricsMixin:
                 if values:
                     logs[name] = round(torch.stack(values).mean().item(), 6)
             self._parts.clear()
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)  # type: ignore[misc]
+        if type(sampler) is LengthGroupedSampler:
+            return EpochSeededLengthGroupedSampler(
+                sampler.batch_size, lengths=sampler.lengths, seed=self.args.data_seed or self.args.seed)  # type: ignore[attr-defined]
+        return sampler
 
 
 class KnowDistTrainer(_MetricsMixin, Seq2SeqTrainer):
