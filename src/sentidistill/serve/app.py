@@ -27,7 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentidistill.errors import InputError
-from sentidistill.serve.engine import GenerationEngine, GenParams, OverloadedError
+from sentidistill.serve.batcher import OverloadedError
+from sentidistill.serve.engine import GenerationEngine, GenParams
 from sentidistill.serve.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,

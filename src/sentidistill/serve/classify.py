@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import string
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from sentidistill.errors import InputError
+from sentidistill.serve.batcher import BatchedEngine, DynamicBatcher
 from sentidistill.serve.classifier_backends import (
     KIND,
     ClassifierBackend,
@@ -44,7 +42,6 @@ from sentidistill.serve.classifier_backends import (
     is_classifier_onnx_dir,
     open_backend,
 )
-from sentidistill.serve.engine import OverloadedError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +122,7 @@ class TaskPlan:
     order: list[int]  # for each task label (task order), its index in the head
 
 
-class ClassifierEngine:
+class ClassifierEngine(BatchedEngine):
     """A classifier backend behind a dynamic batcher. Thread-safe; a context manager (or call :meth:`close`).
 
     ``submit(text, head)`` queues one text for one head and returns a future of ``(probabilities over the
@@ -136,17 +133,11 @@ class ClassifierEngine:
 
     def __init__(self, backend: ClassifierBackend, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0,
                  max_queue: int = 1024, on_batch: Callable[[int, float], None] | None = None) -> None:
-        if max_batch_size < 1:
-            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=max_batch_size)
         self.backend = backend
         self.heads = HeadTable(backend.tasks)
-        self.max_batch_size = max_batch_size
-        self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
-        self.on_batch = on_batch
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
-        self._closed = False
-        self._worker = threading.Thread(target=self._run, name="sentidistill-classifier", daemon=True)
-        self._worker.start()
+        self._batcher = DynamicBatcher(self._classify_batch, max_batch_size=max_batch_size,
+                                       batch_wait_ms=batch_wait_ms, max_queue=max_queue, on_batch=on_batch,
+                                       name="sentidistill-classifier")
 
     # -- requests ---------------------------------------------------------------------------------
     def plan(self, task: Any, rows: Sequence[dict[str, Any]]) -> TaskPlan:
@@ -174,13 +165,8 @@ class ClassifierEngine:
 
     def submit(self, text: str, head: int) -> Future:
         """Queue one text for head ``head``; raises :class:`OverloadedError` when the queue is full."""
-        if self._closed:
-            raise RuntimeError("engine is closed")
         fut: Future = Future()
-        try:
-            self._queue.put_nowait(_Job(text, head, fut))
-        except queue.Full:
-            raise OverloadedError(f"the request queue is full ({self._queue.maxsize} waiting)") from None
+        self._batcher.put(_Job(text, head, fut))
         return fut
 
     def submit_plan(self, plan: TaskPlan) -> list[Future]:
@@ -203,69 +189,17 @@ class ClassifierEngine:
         plan = self.plan(task, rows)
         return self.finish(plan, [f.result(timeout=timeout) for f in self.submit_plan(plan)])
 
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._worker.join(timeout=30)
-
-    def __enter__(self) -> ClassifierEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- worker -----------------------------------------------------------------------------------
-    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
-        jobs, deadline = [first], time.perf_counter() + self.batch_wait_s
-        while len(jobs) < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                return jobs, True
-            jobs.append(job)
-        return jobs, False
-
-    def _run(self) -> None:
+    def _classify_batch(self, jobs: list[_Job]) -> list[tuple[np.ndarray, int]]:
+        """One padded forward pass for texts of any heads: each gets the softmax over its head's columns."""
         offsets = self.heads.offsets
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            jobs, stop = self._collect(first)
-            live = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # skip timed-out callers
-            if not live:
-                continue
-            t0 = time.perf_counter()
-            try:
-                logits, n_tokens = self.backend.logits([j.text for j in live])
-            except Exception as exc:  # one bad batch must not kill the worker
-                log.exception("classification failed for a batch of %d", len(live))
-                for j in live:
-                    j.future.set_exception(exc)
-                continue
-            dt = time.perf_counter() - t0
-            for row, j in enumerate(live):
-                z = logits[row, offsets[j.head]: offsets[j.head + 1]].astype(np.float64)
-                p = np.exp(z - z.max())
-                j.future.set_result((p / p.sum(), n_tokens[row]))
-            if self.on_batch is not None:
-                self.on_batch(len(live), dt)
-        while True:  # fail anything still queued after close() so no caller waits forever
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("engine closed"))
+        logits, n_tokens = self.backend.logits([j.text for j in jobs])
+        out = []
+        for row, j in enumerate(jobs):
+            z = logits[row, offsets[j.head]: offsets[j.head + 1]].astype(np.float64)
+            p = np.exp(z - z.max())
+            out.append((p / p.sum(), n_tokens[row]))
+        return out
 
 
 def _input_fields(task: Any) -> list[str]:

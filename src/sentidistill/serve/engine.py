@@ -12,8 +12,6 @@ Requests batch together only when their sampling settings match (greedy requests
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -24,6 +22,7 @@ import torch
 
 from sentidistill.core.records import TokenLogprob
 from sentidistill.errors import InputError
+from sentidistill.serve.batcher import BatchedEngine, DynamicBatcher
 from sentidistill.students import Student, load_student
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class _RowStopper:
         return done
 
 
-class GenerationEngine:
+class GenerationEngine(BatchedEngine):
     """A loaded model plus a dynamic batcher. Thread-safe; use as a context manager or call :meth:`close`.
 
     ``on_batch(size, seconds)`` is called after every batch (the server feeds its metrics from it).
@@ -121,19 +120,13 @@ class GenerationEngine:
                on_batch: Callable[[int, float], None] | None) -> None:
         """Shared by every backend: model facts, the queue and the worker thread (``kind``: the student kind,
         reported by ``/health``)."""
-        if max_batch_size < 1:
-            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=max_batch_size)
         self.tokenizer = tokenizer
         self.kind = kind
-        self.max_batch_size = max_batch_size
-        self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
-        self.on_batch = on_batch
         self.context_limit = context_limit
         self._eos_ids = eos_ids
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
-        self._closed = False
-        self._worker = threading.Thread(target=self._run, name="sentidistill-batcher", daemon=True)
-        self._worker.start()
+        self._batcher = DynamicBatcher(
+            self._generate_batch, group_key=lambda j: j.params.batch_key(), max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms, max_queue=max_queue, on_batch=on_batch, name="sentidistill-batcher")
 
     @classmethod
     def from_spec(cls, model_spec: str, *, device: str | None = None, **options: Any) -> GenerationEngine:
@@ -169,13 +162,8 @@ class GenerationEngine:
                              expected=f"0..{MAX_TOP_LOGPROBS}", got=params.top_logprobs)
         ids = prompt if _is_id_list(prompt) else self.encode_prompt(prompt)  # type: ignore[arg-type]
         self.check_length(len(ids), params.max_tokens)
-        if self._closed:
-            raise RuntimeError("engine is closed")
         fut: Future = Future()
-        try:
-            self._queue.put_nowait(_Job(list(ids), params, fut, time.perf_counter()))
-        except queue.Full:
-            raise OverloadedError(f"the request queue is full ({self._queue.maxsize} waiting)") from None
+        self._batcher.put(_Job(list(ids), params, fut, time.perf_counter()))
         return fut
 
     def generate(self, prompts: Sequence[str | list[dict[str, str]]], params: GenParams | None = None,
@@ -183,75 +171,6 @@ class GenerationEngine:
         """Blocking helper: submit all prompts (they batch together) and wait for every result, in order."""
         futures = [self.submit(p, params) for p in prompts]
         return [f.result(timeout=timeout) for f in futures]
-
-    def queued(self) -> int:
-        """Requests waiting for the worker."""
-        return self._queue.qsize()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._worker.join(timeout=30)
-
-    def __enter__(self) -> GenerationEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- worker --------------------------------------------------------------------------------------
-
-    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
-        """Gather jobs for up to ``batch_wait_s`` after the first one; returns (jobs, stop_requested)."""
-        jobs = [first]
-        deadline = time.perf_counter() + self.batch_wait_s
-        while len(jobs) < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                return jobs, True
-            jobs.append(job)
-        return jobs, False
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            jobs, stop = self._collect(first)
-            # Callers that timed out cancelled their futures: skip their work.
-            live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-            groups: dict[tuple, list[_Job]] = {}
-            for j in live:
-                groups.setdefault(j.params.batch_key(), []).append(j)
-            for group in groups.values():
-                t0 = time.perf_counter()
-                try:
-                    results = self._generate_batch(group)
-                except Exception as exc:  # one bad batch must not kill the worker
-                    log.exception("generation failed for a batch of %d", len(group))
-                    for j in group:
-                        j.future.set_exception(exc)
-                    continue
-                dt = time.perf_counter() - t0
-                for j, r in zip(group, results, strict=True):
-                    j.future.set_result(r)
-                if self.on_batch is not None:
-                    self.on_batch(len(group), dt)
-        # Fail anything still queued after close() so no caller waits forever.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("engine closed"))
 
     @torch.inference_mode()
     def _generate_batch(self, jobs: list[_Job]) -> list[Generation]:
@@ -339,10 +258,6 @@ class GenerationEngine:
         before = tok.decode([prev], skip_special_tokens=False)
         both = tok.decode([prev, tid], skip_special_tokens=False)
         return both[len(before):] if both.startswith(before) else tok.decode([tid], skip_special_tokens=False)
-
-
-class OverloadedError(RuntimeError):
-    """The request queue is full; the server answers 503."""
 
 
 def _is_id_list(x: object) -> bool:
