@@ -79,6 +79,11 @@ class ClassifierStudentConfig(PretrainedConfig):
         self.encoder_source = encoder_source
 
 
+# Known to the Auto classes, so that AutoTokenizer.from_pretrained(<checkpoint>) reads the folder's config
+# without transformers warning that a `sentidistill-classifier` config loads as a bare PretrainedConfig.
+AutoConfig.register(MODEL_TYPE, ClassifierStudentConfig, exist_ok=True)
+
+
 @dataclass
 class ClassifierOutput(ModelOutput):
     logits: torch.Tensor | None = None  # [B, K_max]; positions past a task's label count hold MASKED_LOGIT
