@@ -218,6 +218,7 @@ def test_redone_stage_invalidates_what_depends_on_it(tmp_path, tiny_data_dir, te
     assert rerun() == []
 
 
+@pytest.mark.slow  # two full pipeline processes (~2 min on 2 cores); test_pipeline_resume.py has the kill -9 variants
 def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
     raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "killed")
     cfg_path = tmp_path / "cfg.yaml"
