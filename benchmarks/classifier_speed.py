@@ -10,7 +10,7 @@ the student's ``max_seq_length``), the encoder, pooling and every head (what the
 batch, without its queue). texts/s = texts / summed batch time; p50/p95 are per batch, in ms. Two warm-up
 batches are not timed. ``--threads`` sets both torch's and onnxruntime's intra-op threads.
 
-With ``--teacher-texts-per-s`` (the teacher's measured texts/s, about 2.5 for the 1.5B GGUF teacher on
+With ``--teacher-texts-per-s`` (the teacher's measured texts/s, about 0.6 for the 1.5B GGUF teacher on
 2 cores) the table has the speed-up over the teacher. The int8 row's label agreement with PyTorch on the
 same texts is printed below the table. ``--json`` writes the rows.
 """
