@@ -78,6 +78,12 @@ def test_bad_corpus_is_a_clear_error(tmp_path) -> None:
         load_corpus(tmp_path / "notparquet.parquet", "knowdist")
 
 
+def _losses(out: Path, step: int = 12) -> dict[int, float]:
+    """Step -> logged training loss, from the trainer state saved at ``checkpoint-<step>``."""
+    hist = json.loads((out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: h["loss"] for h in hist if "loss" in h}
+
+
 _RESUME_SCRIPT = """
 import json, sys, time
 from sentidistill.config import StudentConfig, TrainingConfig
@@ -133,11 +139,7 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(tiny_seq2seq_dir, tm
     ref = tmp_path / "ref"
     subprocess.run([*args, str(ref), "fast"], env=_env(), capture_output=True, check=True, timeout=300)
 
-    def losses(d: Path) -> dict[int, float]:
-        hist = json.loads((d / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
-        return {h["step"]: h["loss"] for h in hist if "loss" in h}
-
-    resumed, uninterrupted = losses(out), losses(ref)
+    resumed, uninterrupted = _losses(out), _losses(ref)
     for step in range(killed_at + 1, 13):
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-4), step
 
@@ -201,11 +203,7 @@ def test_resume_inside_a_later_epoch_sees_the_same_data_order(tiny_seq2seq_dir, 
     shutil.copytree(tmp_path / "ref" / "checkpoints" / "checkpoint-6", resumed / "checkpoints" / "checkpoint-6")
     train(resumed)
 
-    def losses(d: Path) -> dict[int, float]:
-        hist = json.loads((d / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
-        return {h["step"]: h["loss"] for h in hist if "loss" in h}
-
-    got, want = losses(resumed), losses(tmp_path / "ref")
+    got, want = _losses(resumed), _losses(tmp_path / "ref")
     assert [s for s in got if s > 6] == list(range(7, 13))
     for step in range(7, 13):
         assert got[step] == pytest.approx(want[step], rel=1e-5), step

@@ -55,11 +55,9 @@ class DynamicBatcher(Generic[J]):
         max_batch_size: int = 16, batch_wait_ms: float = 5.0, max_queue: int = 1024,
         on_batch: Callable[[int, float], None] | None = None, name: str = "sentidistill-batcher",
     ) -> None:
-        if max_batch_size < 1:
-            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=max_batch_size)
         self.process = process
         self.group_key = group_key
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # validated by the setter
         self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
         self.on_batch = on_batch
         self._queue: queue.Queue[J | None] = queue.Queue(maxsize=max_queue)
@@ -68,8 +66,14 @@ class DynamicBatcher(Generic[J]):
         self._worker.start()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, n: int) -> None:
+        if n < 1:
+            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=n)
+        self._max_batch_size = n
 
     def put(self, job: J) -> None:
         """Queue ``job`` without blocking."""
@@ -154,9 +158,7 @@ class BatchedEngine:
 
     @max_batch_size.setter
     def max_batch_size(self, n: int) -> None:
-        if n < 1:
-            raise InputError("max_batch_size must be >= 1", field="max_batch_size", got=n)
-        self._batcher.max_batch_size = n
+        self._batcher.max_batch_size = n  # raises InputError below 1
 
     @property
     def on_batch(self) -> Callable[[int, float], None] | None:

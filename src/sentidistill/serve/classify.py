@@ -22,7 +22,6 @@ extraction task (aspects, triplets...) is an :class:`~sentidistill.errors.InputE
 from __future__ import annotations
 
 import asyncio
-import logging
 import string
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -42,8 +41,6 @@ from sentidistill.serve.classifier_backends import (
     is_classifier_onnx_dir,
     open_backend,
 )
-
-log = logging.getLogger(__name__)
 
 
 class HeadTable:

@@ -11,7 +11,6 @@ Requests batch together only when their sampling settings match (greedy requests
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -24,8 +23,6 @@ from sentidistill.core.records import TokenLogprob
 from sentidistill.errors import InputError
 from sentidistill.serve.batcher import BatchedEngine, DynamicBatcher
 from sentidistill.students import Student, load_student
-
-log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length"]
 MAX_TOP_LOGPROBS = 20  # OpenAI's ceiling for chat top_logprobs

@@ -128,9 +128,22 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         self.generator.manual_seed(self.seed + epoch)
 
 
+class _ResumableSamplerMixin:
+    """The Trainer's length-grouped train sampler replaced by :class:`EpochSeededLengthGroupedSampler`, so a
+    run resumed inside any epoch trains on the uninterrupted run's data order (random sampling already is:
+    accelerate's seedable sampler)."""
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)  # type: ignore[misc]
+        if type(sampler) is LengthGroupedSampler:
+            args = self.args  # type: ignore[attr-defined]
+            seed = args.data_seed if args.data_seed is not None else args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+        return sampler
+
+
 class _MetricsMixin:
-    """Averages of per-step loss parts, added to the Trainer's logs (and so to every logger); the train
-    sampler made resumable (:class:`EpochSeededLengthGroupedSampler`)."""
+    """Averages of per-step loss parts, added to the Trainer's logs (and so to every logger)."""
 
     _parts: dict[str, list[torch.Tensor]]
 
@@ -144,15 +157,8 @@ class _MetricsMixin:
                     logs[name] = round(torch.stack(values).mean().item(), 6)
             self._parts.clear()
 
-    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Any:
-        sampler = super()._get_train_sampler(train_dataset)  # type: ignore[misc]
-        if type(sampler) is LengthGroupedSampler:
-            return EpochSeededLengthGroupedSampler(
-                sampler.batch_size, lengths=sampler.lengths, seed=self.args.data_seed or self.args.seed)  # type: ignore[attr-defined]
-        return sampler
 
-
-class KnowDistTrainer(_MetricsMixin, Seq2SeqTrainer):
+class KnowDistTrainer(_ResumableSamplerMixin, _MetricsMixin, Seq2SeqTrainer):
     """Sequence-level KD: plain cross-entropy on the teacher's answers (prompt positions masked)."""
 
     def __init__(self, model: Any = None, args: KnowDistTrainingArguments | None = None,
@@ -174,7 +180,7 @@ class KnowDistTrainer(_MetricsMixin, Seq2SeqTrainer):
                                     num_items_in_batch=num_items_in_batch)
 
 
-class ICLDistTrainer(_MetricsMixin, Trainer):
+class ICLDistTrainer(_ResumableSamplerMixin, _MetricsMixin, Trainer):
     """``ce_weight * CE + kl_weight * KL(teacher top-k || student)``, KL averaged over answer tokens with
     teacher log-probs. Examples whose tokens don't align with the teacher's are trained on CE only and
     counted (``self.kd_stats``; ``kd_examples_fallback`` in every training log)."""
