@@ -46,13 +46,13 @@ def sentiment_lm(base_dir: Path, steps: int = 60) -> Path:
     import torch
 
     from sentidistill.bench import get_task
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
     out = base_dir.parent / f"{base_dir.name}-sst2-{steps}"
     if (out / "config.json").exists():
         return out
     task = get_task("sst2")
-    lm = load_model(str(base_dir), device="cpu")
+    lm = load_student(str(base_dir), device="cpu")
     tok, model = lm.tokenizer, lm.model
     examples = []
     for r in sst2_rows():

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sentidistill.bench import get_task
 from sentidistill.bench.parsers import parse_tuples
+from sentidistill.core.records import AnswerFormat
 from sentidistill.finetune.zeroshot import overall_polarity, star_rating
-from sentidistill.teacher.types import AnswerFormat
 from sentidistill.teacher.validate import validate
 from sentidistill.utils.answers import read_python_list, split_reasoning
 

@@ -49,9 +49,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lm(tiny_causal_dir: Path):
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
-    return load_model(str(tiny_causal_dir), device="cpu")
+    return load_student(str(tiny_causal_dir), device="cpu")
 
 
 def bench(adapter, out: Path, data_dir: Path, **kw: Any) -> dict:
@@ -115,9 +115,9 @@ def test_killed_run_resumes_at_the_unfinished_seed(lm, data_dir: Path, tmp_path:
 
 
 def test_retrained_weights_recompute(tiny_causal_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
-    lm = load_model(str(tiny_causal_dir), device="cpu")  # its own copy: the weights change below
+    lm = load_student(str(tiny_causal_dir), device="cpu")  # its own copy: the weights change below
     out = tmp_path / "out"
     bench(CountingAdapter(lm), out, data_dir, seeds=[42])
     with torch.no_grad():

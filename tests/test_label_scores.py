@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sentidistill.bench.models import HFModelAdapter, first_token_label_scores, label_scores_from_logprobs
+from sentidistill.core.records import TokenLogprob
 from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
-from sentidistill.teacher.types import TokenLogprob
 
 SST5 = ["very negative", "negative", "neutral", "positive", "very positive"]
 # The teacher answer "very positive" with its top-5 log-probs.

@@ -21,10 +21,10 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentidistill.modeling import load_model
 from sentidistill.serve import create_app
 from sentidistill.serve.background import BackgroundServer
 from sentidistill.serve.engine import GenerationEngine
+from sentidistill.students import load_student
 from tiny_trained import check_answers_differ, copy_prompt
 
 MODEL = "tiny"
@@ -45,7 +45,7 @@ def client(server: BackgroundServer) -> openai.OpenAI:
 
 def _hf_greedy(model_dir: Path, prompt: str, n: int) -> str:
     """Reference: transformers' own greedy decoding, without the server."""
-    lm = load_model(str(model_dir))
+    lm = load_student(str(model_dir))
     ids = lm.tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         out = lm.model.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
@@ -240,7 +240,7 @@ def test_readme_analyze_request(server: BackgroundServer, copy_causal_dir: Path)
     task = get_task("sst2")
     prompt = task.prompt({"text": body["texts"][0]}, [], style="plain")
     assert res["text"] == body["texts"][0] and res["raw"] == _hf_greedy(copy_causal_dir, prompt, len(
-        load_model(str(copy_causal_dir)).tokenizer(res["raw"], add_special_tokens=False)["input_ids"]) or 1)
+        load_student(str(copy_causal_dir)).tokenizer(res["raw"], add_special_tokens=False)["input_ids"]) or 1)
     assert res["prediction"] == task.parse(res["raw"]) and res["valid"] == (res["prediction"] is not None)
     assert out["usage"]["completion_tokens"] >= 1
 
@@ -279,7 +279,7 @@ class _GatedEngine(GenerationEngine):
 
 
 def test_concurrent_requests_are_batched(copy_causal_dir: Path) -> None:
-    engine = _GatedEngine(load_model(str(copy_causal_dir)), gate=10, max_batch_size=4, batch_wait_ms=0)
+    engine = _GatedEngine(load_student(str(copy_causal_dir)), gate=10, max_batch_size=4, batch_wait_ms=0)
     app = create_app(str(copy_causal_dir), served_model_name=MODEL, engine=engine, max_tokens=48)
     prompts = [copy_prompt(w.split()) for w in (
         "food great", "plot boring bad", "screen awful", "battery phone day", "movie boring",

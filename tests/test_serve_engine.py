@@ -15,8 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from sentidistill.errors import InputError
-from sentidistill.modeling import load_model
 from sentidistill.serve.engine import GenerationEngine, GenParams
+from sentidistill.students import load_student
 from tiny_trained import check_answers_differ, copy_prompt, sample_prompts
 
 # Four prompts of 2 to 5 words: a batch of them is padded, so padding bugs show.
@@ -33,7 +33,7 @@ def test_trained_models_answer(model_dir: Path) -> None:
     from tiny_trained import answer
 
     prompts = sample_prompts(16, seed=11)
-    with GenerationEngine(load_model(str(model_dir))) as eng:
+    with GenerationEngine(load_student(str(model_dir))) as eng:
         got = [g.text for g in eng.generate(prompts, GenParams(max_tokens=12))]
     want = [answer(p.removesuffix(" =").split()) for p in prompts]
     assert sum(g == w for g, w in zip(got, want, strict=True)) >= 4, list(zip(got, want, strict=True))
@@ -42,7 +42,7 @@ def test_trained_models_answer(model_dir: Path) -> None:
 
 def test_batched_equals_one_at_a_time(model_dir: Path) -> None:
     calls: list[int] = []
-    with GenerationEngine(load_model(str(model_dir)), max_batch_size=8, batch_wait_ms=200,
+    with GenerationEngine(load_student(str(model_dir)), max_batch_size=8, batch_wait_ms=200,
                           on_batch=lambda n, s: calls.append(n)) as eng:
         batched = eng.generate(PROMPTS, GenParams(max_tokens=8))
         assert calls == [len(PROMPTS)]  # all four went through one generate() call
@@ -58,7 +58,7 @@ def test_padding_does_not_change_logprobs(model_dir: Path) -> None:
     (and, for a causal LM, the positions it implies) hides the padding. Greedy answers alone would miss a
     broken mask (the trained word-lister ignores pads most of the time); the log-probs do not."""
     params = GenParams(max_tokens=6, logprobs=True, top_logprobs=3)
-    with GenerationEngine(load_model(str(model_dir)), max_batch_size=8, batch_wait_ms=200) as eng:
+    with GenerationEngine(load_student(str(model_dir)), max_batch_size=8, batch_wait_ms=200) as eng:
         batched = eng.generate(PROMPTS, params)
         single = [eng.generate([p], params)[0] for p in PROMPTS]
     assert len({len(eng.encode_prompt(p)) for p in PROMPTS}) > 1  # the batch really is padded
@@ -72,7 +72,7 @@ def test_padding_does_not_change_logprobs(model_dir: Path) -> None:
 
 
 def test_first_token_logprob_matches_a_forward_pass(model_dir: Path) -> None:
-    lm = load_model(str(model_dir))
+    lm = load_student(str(model_dir))
     with GenerationEngine(lm) as eng:
         ids = eng.encode_prompt(PROMPTS[0])
         g = eng.generate([PROMPTS[0]], GenParams(max_tokens=3, logprobs=True, top_logprobs=4))[0]

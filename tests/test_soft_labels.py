@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sentidistill.core.records import TeacherResponse
 from sentidistill.distill.calibration import (
     apply_prior,
     batch_calibrate,
@@ -19,7 +20,6 @@ from sentidistill.distill.calibration import (
 from sentidistill.distill.curation import curate
 from sentidistill.errors import InputError
 from sentidistill.teacher.restricted import case_variants, response_label_logprobs
-from sentidistill.teacher.types import TeacherResponse
 from sentidistill.train.losses import label_ce, soft_label_kl
 
 # -- calibration ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ LABEL_PROMPT = (
 def _gguf_or_skip() -> Path:
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
-    from sentidistill.teacher.weights import resolve_gguf
+    from sentidistill.core.assets import resolve_gguf
 
     try:
         return resolve_gguf(MODEL)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sentidistill.config import TeacherConfig
+from sentidistill.core.assets import BUILTIN_GGUF, assemble_parts, find_part_files, resolve_gguf
 from sentidistill.errors import InputError
 from sentidistill.teacher import SamplingParams, TeacherRequest, build_teacher
-from sentidistill.teacher.weights import BUILTIN_GGUF, assemble_parts, find_part_files, resolve_gguf
 
 
 def _parts(tmp_path: Path) -> tuple[list[Path], bytes]:

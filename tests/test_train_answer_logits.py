@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sentidistill.errors import InputError
+from sentidistill.students.collate import CausalCollator
 from sentidistill.train.answer_logits import (
     answer_ce,
     answer_kl,
@@ -14,8 +15,7 @@ from sentidistill.train.answer_logits import (
     answer_positions,
     supports_mask_logits_to_keep,
 )
-from sentidistill.train.collators import CausalCollator
-from sentidistill.train.kd import topk_kl
+from sentidistill.train.losses import topk_kl
 
 
 @pytest.fixture(scope="module")

@@ -64,9 +64,9 @@ def test_short_run_lowers_the_loss_and_saves_atomically(method, fixture, request
         assert info["token_kd"]["with_logprobs"] == 16
         assert info["token_kd"]["aligned"] + info["token_kd"]["fallback"] == 16
     # The saved model loads back through the project's loader.
-    from sentidistill.modeling import load_model
+    from sentidistill.students import load_student
 
-    assert load_model(str(final)).kind == ("seq2seq" if method == "knowdist" else "causal")
+    assert load_student(str(final)).kind == ("seq2seq" if method == "knowdist" else "causal")
 
 
 def test_bad_corpus_is_a_clear_error(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sentidistill.errors import InputError
-from sentidistill.modeling import load_model, resolve_model_path
+from sentidistill.students import load_student, resolve_model_path
 from sentidistill.students.gguf import (
     RECORD,
     convert_gguf_to_hf,
@@ -103,7 +103,7 @@ def test_gguf_spec_loads_as_a_student(tiny_gguf, tmp_path):
     assert is_gguf_spec(tiny_gguf) and is_gguf_spec("gguf:builtin:qwen2.5-coder-0.5b") and not is_gguf_spec("gpt2")
     path = Path(resolve_model_path(f"gguf:{tiny_gguf}", cache_dir=tmp_path))
     assert path.parent == tmp_path / "gguf-hf" and (path / RECORD).is_file()
-    lm = load_model(str(tiny_gguf), cache_dir=tmp_path)  # a bare .gguf path works too, same cached folder
+    lm = load_student(str(tiny_gguf), cache_dir=tmp_path)  # a bare .gguf path works too, same cached folder
     assert lm.kind == "causal" and lm.tokenizer.padding_side == "left"
     enc = lm.tokenizer(["Review: great"], return_tensors="pt")
     out = lm.model.generate(**enc, max_new_tokens=3, min_new_tokens=3, do_sample=False)

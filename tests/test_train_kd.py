@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from sentidistill.modeling import load_model
-from sentidistill.train.collators import IGNORE_INDEX, CausalCollator, Seq2SeqCollator
-from sentidistill.train.kd import KDStats, TokenMapper, align_example, topk_kl
+from sentidistill.students import load_student
+from sentidistill.students.collate import IGNORE_INDEX, CausalCollator, Seq2SeqCollator
+from sentidistill.train.align import KDStats, TokenMapper, align_example
+from sentidistill.train.losses import topk_kl
 
 
 def test_topk_kl_equals_hand_computed_value() -> None:
@@ -50,12 +51,12 @@ def test_topk_kl_equals_hand_computed_value() -> None:
 
 @pytest.fixture(scope="module")
 def causal(tiny_causal_dir):
-    return load_model(str(tiny_causal_dir))
+    return load_student(str(tiny_causal_dir))
 
 
 @pytest.fixture(scope="module")
 def seq2seq(tiny_seq2seq_dir):
-    return load_model(str(tiny_seq2seq_dir))
+    return load_student(str(tiny_seq2seq_dir))
 
 
 def test_causal_collator_masks_prompt_and_left_truncation_keeps_query_and_answer(causal) -> None:

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from sentidistill.config import OnPolicyConfig, StudentConfig, TrainingConfig
 from sentidistill.errors import InputError
-from sentidistill.modeling import build_tiny_causal_lm, build_tiny_tokenizer
+from sentidistill.testing import build_tiny_causal_lm, build_tiny_tokenizer
 from sentidistill.train.engine import train_student
 
 _ROWS = [("The food was great and the service was friendly.", "positive"),

@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from sentidistill.modeling import build_tiny_tokenizer, default_cache_dir
-from sentidistill.train.vocab_kd import (
+from sentidistill.core.assets import default_cache_dir
+from sentidistill.testing import build_tiny_tokenizer
+from sentidistill.train.align import (
     VocabIndex,
     align_shared_vocab,
     map_corpus_topk,
     map_teacher_topk_to_ids,
     tokenizer_difference,
     tokenizers_identical,
-    topk_kl,
 )
+from sentidistill.train.losses import topk_kl
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def tok():
 
 
 def _byte_decoder() -> dict[str, int]:
-    from sentidistill.train.vocab_kd import _byte_encoder
+    from sentidistill.train.align import _byte_encoder
 
     return {c: b for b, c in _byte_encoder().items()}
 
@@ -148,7 +149,7 @@ def qwen_tokenizer():
     if (d / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(d)
     from sentidistill.errors import InputError
-    from sentidistill.train.gguf_student import load_gguf_tokenizer
+    from sentidistill.students.gguf import load_gguf_tokenizer
 
     try:
         return load_gguf_tokenizer("builtin:qwen2.5-coder-0.5b")
@@ -197,8 +198,8 @@ def test_teacher_and_student_gguf_tokenizers_are_identical():
 
 
 def test_align_example_exact_keeps_more_than_offset_alignment(tok):
-    from sentidistill.train import kd
-    from sentidistill.train.vocab_kd import align_example_exact
+    from sentidistill.train import align as kd
+    from sentidistill.train.align import align_example_exact
 
     target = " positive"
     enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)

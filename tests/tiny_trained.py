@@ -32,11 +32,9 @@ MAX_WORDS = 4
 
 
 def _tiny_tokenizer():
-    """The project's tiny BPE tokenizer (moving from ``sentidistill.modeling`` to ``sentidistill.testing``)."""
-    try:
-        from sentidistill.testing import build_tiny_tokenizer  # type: ignore[import-not-found]
-    except ImportError:
-        from sentidistill.modeling import build_tiny_tokenizer
+    """The project's tiny BPE tokenizer (:func:`sentidistill.testing.build_tiny_tokenizer`)."""
+    from sentidistill.testing import build_tiny_tokenizer
+
     return build_tiny_tokenizer()
 
 

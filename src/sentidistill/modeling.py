@@ -14,6 +14,9 @@ from typing import Any
 from sentidistill.core.assets import default_cache_dir, minilm_path
 from sentidistill.students import PLAIN_CHAT_TEMPLATE, Student, detect_kind, load_student, resolve_model_path
 from sentidistill.students.builtin import BUILTIN_STUDENTS, build_minilm_encdec
+from sentidistill.utils.deprecation import warn_moved
+
+warn_moved("sentidistill.modeling", "sentidistill.students (tiny test models: sentidistill.testing)")
 
 LoadedModel = Student
 

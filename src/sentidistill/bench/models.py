@@ -204,7 +204,7 @@ class TeacherAdapter:
 
     def _requests(self, prompts: list[Prompt], max_tokens: int, task: str, logprobs: bool,
                   stop: list[str] | None = None) -> list[Any]:
-        from sentidistill.teacher.types import SamplingParams, TeacherRequest
+        from sentidistill.core.records import SamplingParams, TeacherRequest
 
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=logprobs,
                                 top_logprobs=self.top_logprobs if logprobs else 0, stop=tuple(stop or ()))
@@ -355,8 +355,8 @@ def first_token_label_scores(top: list[tuple[str, float]] | list[list[Any]], wor
     and no other (``"non"`` identifies ``non-irony``; ``"very"``, shared by ``very negative`` and
     ``very positive``, identifies neither); several alternatives for one word add up (log-sum-exp).
     """
+    from sentidistill.core.records import TokenLogprob
     from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
-    from sentidistill.teacher.types import TokenLogprob
 
     position = TokenLogprob(token="", logprob=0.0, top=[(str(t), float(lp)) for t, lp in top])
     return label_logprobs_from_top_logprobs([position], words)

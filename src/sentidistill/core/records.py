@@ -1,7 +1,7 @@
 """The typed values that cross the teacher boundary: requests in, responses out.
 
 Shared by prompts (which build requests), teachers (which answer them), bench and serve (which report
-token log-probabilities); :mod:`sentidistill.teacher.types` re-exports them.
+token log-probabilities). The old path :mod:`sentidistill.teacher.types` warns and goes away in 0.3.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def build_icl_corpus(
     A ``gold_ratio`` share of the examples (seeded) use the gold answer instead (status ``gold``, no teacher
     call). With ``filter_invalid``, answers that failed validation even after repair are not written.
     """
-    from sentidistill.teacher.types import AnswerFormat, SamplingParams, TeacherRequest
+    from sentidistill.core.records import AnswerFormat, SamplingParams, TeacherRequest
 
     prompts = build_icl_prompts(cfg, data_dir, seed)
     rng = random.Random(seed + 1)

@@ -9,7 +9,7 @@ Two families (a student kind picks its own: :meth:`sentidistill.students.base.St
 
 Both accept raw rows (``{"source", "target"}``) or rows that :meth:`encode` already produced (so a
 ``datasets.Dataset`` can be tokenised once, with a ``length`` column for length-grouped batches).
-Optional token-level KD fields (``kd_ids``/``kd_logprobs``, see :mod:`sentidistill.train.kd`) are padded
+Optional token-level KD fields (``kd_ids``/``kd_logprobs``, see :mod:`sentidistill.train.align`) are padded
 into ``teacher_ids`` [B, T, K] and ``teacher_logprobs`` [B, T, K] aligned with ``labels`` (-inf = no entry).
 """
 

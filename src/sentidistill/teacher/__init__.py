@@ -12,6 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sentidistill.core.records import (
+    AnswerFormat,
+    Message,
+    SamplingParams,
+    TeacherRequest,
+    TeacherResponse,
+    TokenLogprob,
+    Usage,
+)
 from sentidistill.teacher.base import (
     Backend,
     BackendError,
@@ -23,15 +32,6 @@ from sentidistill.teacher.base import (
 from sentidistill.teacher.cache import ResponseCache
 from sentidistill.teacher.config import TEACHERS, TeacherConfig, TeacherOptions
 from sentidistill.teacher.runner import CachedTeacher
-from sentidistill.teacher.types import (
-    AnswerFormat,
-    Message,
-    SamplingParams,
-    TeacherRequest,
-    TeacherResponse,
-    TokenLogprob,
-    Usage,
-)
 
 __all__ = [
     "TEACHERS",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse, Usage
 from sentidistill.errors import SentidistillError
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse, Usage
 
 
 class BackendError(SentidistillError):

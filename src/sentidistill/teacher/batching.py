@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse
 from sentidistill.teacher.base import RequestRejected
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse
 
 _Item = tuple[TeacherRequest, "asyncio.Future[TeacherResponse]"]
 

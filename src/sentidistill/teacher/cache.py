@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse
 from sentidistill.errors import InputError
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse
 from sentidistill.utils.io import atomic_write_bytes
 
 _SCHEMA = """

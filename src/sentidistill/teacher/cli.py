@@ -15,7 +15,7 @@ def read_prompt_rows(path: Path, params: Any, answer_format: Any) -> tuple[list[
     ``answer_format``; returns (ids, requests). Problems name the file, line and field."""
     from pydantic import ValidationError
 
-    from sentidistill.teacher.types import AnswerFormat, TeacherRequest
+    from sentidistill.core.records import AnswerFormat, TeacherRequest
     from sentidistill.utils.io import read_jsonl
 
     ids: list[Any] = []
@@ -115,10 +115,10 @@ def register(app: typer.Typer) -> None:
 
         A killed run restarted with the same --cache sends only the prompts not answered yet.
         """
+        from sentidistill.core.records import AnswerFormat, SamplingParams
         from sentidistill.errors import BudgetExceeded, ConfigError
         from sentidistill.teacher import build_teacher
         from sentidistill.teacher.config import TeacherConfig
-        from sentidistill.teacher.types import AnswerFormat, SamplingParams
         from sentidistill.utils.io import write_jsonl
 
         options = parse_options(option)

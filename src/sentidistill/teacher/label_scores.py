@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sentidistill.teacher.types import TokenLogprob
+    from sentidistill.core.records import TokenLogprob
 
 
 def _norm(text: str) -> str:
@@ -60,7 +60,7 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Se
     ``logprobs``: the generated tokens, in order, each with ``.token`` (str), ``.logprob`` (float, nats)
     and ``.top`` (list of ``(token text, logprob)``, the top-k alternatives at that position, best first;
     the generated token is usually among them) - a ``TeacherResponse.logprobs`` list of
-    :class:`~sentidistill.teacher.types.TokenLogprob`. ``words``: the label words (L of them).
+    :class:`~sentidistill.core.records.TokenLogprob`. ``words``: the label words (L of them).
     Returns a list of length L: a float <= 0, or None where the label cannot be read from the tokens.
 
     The walk: the generated tokens spell a path. Matching is case-insensitive, runs of whitespace count as

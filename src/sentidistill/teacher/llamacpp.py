@@ -24,11 +24,11 @@ from typing import Any
 
 import httpx
 
+from sentidistill.core.assets import resolve_gguf
+from sentidistill.core.records import TeacherRequest, TeacherResponse
 from sentidistill.teacher.base import FatalBackendError
 from sentidistill.teacher.config import TeacherConfig
 from sentidistill.teacher.openai_backend import OpenAIBackend
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse
-from sentidistill.teacher.weights import resolve_gguf
 
 log = logging.getLogger(__name__)
 ALIAS = "sentidistill-teacher"

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from sentidistill.core.assets import resolve_gguf
+from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.base import FatalBackendError, RequestRejected
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
-from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
-from sentidistill.teacher.weights import resolve_gguf
 
 log = logging.getLogger(__name__)
 

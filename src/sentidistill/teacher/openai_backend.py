@@ -27,9 +27,9 @@ import openai
 import pydantic
 from openai.types.chat import ChatCompletion
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.base import FatalBackendError, RequestRejected, RetryableError
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse
 from sentidistill.errors import InputError
 from sentidistill.teacher.base import MissingAnswer
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse
 from sentidistill.utils.io import read_jsonl
 
 log = logging.getLogger(__name__)

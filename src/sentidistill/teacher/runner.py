@@ -29,11 +29,11 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse, Usage
 from sentidistill.errors import BudgetExceeded
 from sentidistill.teacher.base import Backend, BackendError, FatalBackendError, MissingAnswer
 from sentidistill.teacher.cache import ResponseCache
 from sentidistill.teacher.config import TeacherConfig
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse, Usage
 from sentidistill.teacher.validate import repair_message, validate
 from sentidistill.utils.answers import split_reasoning
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import Field
 
+from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
-from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,9 @@ from sentidistill.core.records import (
     TokenLogprob,
     Usage,
 )
+from sentidistill.utils.deprecation import warn_moved
+
+warn_moved("sentidistill.teacher.types", "sentidistill.core.records")
 
 __all__ = ["AnswerFormat", "Message", "SamplingParams", "Teacher", "TeacherRequest", "TeacherResponse",
            "TokenLogprob", "Usage"]

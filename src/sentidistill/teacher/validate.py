@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from sentidistill.teacher.types import AnswerFormat
+from sentidistill.core.records import AnswerFormat
 from sentidistill.utils.answers import read_python_list, split_reasoning
 
 

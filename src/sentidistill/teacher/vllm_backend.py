@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import Field
 
+from sentidistill.core.records import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.base import FatalBackendError
 from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
-from sentidistill.teacher.types import TeacherRequest, TeacherResponse, TokenLogprob, Usage
 
 
 class VLLMOptions(TeacherOptions):

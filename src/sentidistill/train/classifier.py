@@ -30,9 +30,15 @@ log = logging.getLogger(__name__)
 LABEL_NAMES = ["soft_labels", "task_ids", "teacher_label"]
 
 
-def _task_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tasks of a corpus in first-appearance order, with label names and label words (the benchmark's
-    verbalizers where the task is registered)."""
+def task_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks of a soft-label corpus (rows of :func:`sentidistill.data.soft_label_corpus.read_soft_labels`)
+    in first-appearance order: ``[{"name", "labels", "words"}]``, the label words being the benchmark's
+    verbalizers where the task is registered with the same label set, else the label names. The classifier
+    student builds one head per entry (:func:`sentidistill.students.classifier.build_classifier`).
+
+    Raises:
+        InputError: a task appears with two different label sets.
+    """
     tasks: dict[str, dict[str, Any]] = {}
     for r in rows:
         name = r["task"]
@@ -229,7 +235,7 @@ def train_classifier(
     corpus, out_dir = Path(corpus), Path(out_dir)
     rows = read_soft_labels(corpus)
     train_rows, dev_rows = split_corpus(rows, corpus)
-    tasks = _task_table(rows)
+    tasks = task_table(rows)
     if init_from:
         model, tok = load_classifier(init_from)
         missing = [t["name"] for t in tasks if t["name"] not in model.task_names]

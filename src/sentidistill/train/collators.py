@@ -9,5 +9,8 @@ from sentidistill.students.collate import (
     parse_messages,
     source_text,
 )
+from sentidistill.utils.deprecation import warn_moved
+
+warn_moved("sentidistill.train.collators", "sentidistill.students.collate")
 
 __all__ = ["IGNORE_INDEX", "CausalCollator", "Seq2SeqCollator", "encode_prompt", "parse_messages", "source_text"]

@@ -15,6 +15,9 @@ from sentidistill.train.align import (
     tokenizers_identical,
 )
 from sentidistill.train.losses import topk_kl
+from sentidistill.utils.deprecation import warn_moved
+
+warn_moved("sentidistill.train.vocab_kd", "sentidistill.train.align and sentidistill.train.losses")
 
 __all__ = ["PROBE_TEXTS", "TopKIds", "VocabIndex", "VocabKDStats", "_byte_encoder", "align_example_exact",
            "align_shared_vocab", "map_corpus_topk", "map_teacher_topk_to_ids", "tokenizer_difference",
