@@ -1,5 +1,11 @@
 """The whole pipeline, top to bottom: teach -> train -> bench -> report, resumable stage by stage.
 
+The stages are declared once, in :data:`STAGES`: each names the stages it is built from, the setting that
+switches it on, the files it writes, the model it produces and the function that runs it. :func:`plan`
+selects the stages a config switches on and checks the graph before anything runs (every dependency
+known, switched on and earlier; no cycle; every model a stage reads produced before it);
+:func:`run_pipeline` walks the plan.
+
 Each stage writes its artefacts into the run directory and is marked done in the manifest; re-running
 the same config skips finished stages (their outputs are checked, not just their flags), so a killed
 run picks up where it stopped. The teacher's response cache makes even a half-finished teaching stage
@@ -12,13 +18,14 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sentidistill.config import PipelineConfig
+from sentidistill.errors import ConfigError
 from sentidistill.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -57,170 +64,440 @@ class _LazyTeacher:
         return dict(self._teacher.stats) if self._teacher is not None else {}
 
 
+# -- the stage graph -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Model:
+    """A model the plan knows: the configured base student, or one a stage of the plan produces.
+
+    ``id``: the role it plays (``student_before``, ``student_after``, ``classifier_after``, ...; see
+    :data:`STAGES`). ``path``: a folder of the run directory, or the base student's spec (HF id, path,
+    ``builtin:...``). ``kind``: the student kind it loads as (None: the configured ``student.kind``).
+    ``stage``: the stage that produces it (None for the base student).
+    """
+
+    id: str
+    path: str
+    kind: str | None = None
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
+class Produces:
+    """The model a stage produces: the model ids it answers to, its folder under ``models/``, its kind.
+
+    A stage later in the plan that produces the same id replaces it for the stages after that one (KnowDist
+    then ICLDist: ``student_after`` is the ICLDist student when ICLDist runs, the KnowDist student otherwise).
+    """
+
+    ids: tuple[str, ...]
+    folder: str
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchTarget:
+    """What a benchmark stage scores: ``key`` (its folder under ``bench/``, a name of :data:`BENCH_ORDER`),
+    the model's label in the report, the model id it reads (None: the teacher), whether the teacher is
+    calibrated with the soft-label priors, and whether the model is also scored on ``bench.unseen_tasks``."""
+
+    key: str
+    label: str | Callable[[PipelineConfig], str]
+    model: str | None = None
+    calibrated: bool = False
+    unseen: bool = True
+
+    def label_for(self, cfg: PipelineConfig) -> str:
+        """The label of this model in the results table and the report."""
+        return self.label(cfg) if callable(self.label) else self.label
+
+
+def _always(cfg: PipelineConfig) -> bool:
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One stage of the pipeline, declared once in :data:`STAGES`.
+
+    - ``name``: the stage's key in the manifest (``manifest.json`` -> ``stages``) and in the notifications.
+    - ``run(ctx)``: does the work and returns what the manifest records of it (a dict, or None).
+    - ``enabled(cfg)``: whether a config runs this stage.
+    - ``needs``: the stages it is built from, which must run (be enabled and earlier in :data:`STAGES`);
+      :func:`plan` raises :class:`~sentidistill.errors.ConfigError` otherwise.
+    - ``after``: stages it is built from when the config runs them (names, or a predicate over the earlier
+      stages of the plan, e.g. every stage that produces a model).
+    - ``reads``: model ids it reads (``ctx.model(id)``); each resolves to the latest stage before it that
+      produces the id (or the base student), and that stage becomes a dependency too.
+    - ``produces``: the model it writes (:class:`Produces`), or None.
+    - ``outputs(rundir)``: the files or model folders that prove it finished (checked on resume); None: the
+      folder of the model it produces.
+    - ``workdir(rundir)``: its partial work (checkpoints, finished benchmark cells), kept to resume a killed
+      attempt on the same inputs and removed when the inputs changed; None when it has none.
+    - ``uses_teacher``: it asks the teacher (started on first use, stopped before the next stage that does not).
+    - ``reported``: the report shows its results (the report is rebuilt when it is redone).
+    - ``bench``: for benchmark stages, what they score (:class:`BenchTarget`).
+
+    :func:`plan` returns copies with ``built_from`` (the dependencies, resolved) and ``models`` (the models
+    visible to the stage: the base student and every model produced before it) filled in.
+    """
+
+    name: str
+    run: Callable[[StageContext], dict[str, Any] | None]
+    enabled: Callable[[PipelineConfig], bool] = _always
+    needs: tuple[str, ...] = ()
+    after: tuple[str, ...] | Callable[[Stage], bool] = ()
+    reads: tuple[str, ...] = ()
+    produces: Produces | None = None
+    outputs: Callable[[RunDir], list[Path]] | None = None
+    workdir: Callable[[RunDir], Path] | None = None
+    uses_teacher: bool = False
+    reported: bool = False
+    bench: BenchTarget | None = None
+    # Filled by plan():
+    built_from: tuple[str, ...] = ()
+    models: Mapping[str, Model] = field(default_factory=dict, compare=False, hash=False)
+
+    def output_paths(self, rundir: RunDir) -> list[Path]:
+        """What this stage's outputs are in ``rundir`` (its ``outputs``, else its model folder)."""
+        if self.outputs is not None:
+            return self.outputs(rundir)
+        if self.produces is None:
+            raise ConfigError(f"stage '{self.name}' declares neither outputs nor the model it produces")
+        return [rundir.models_dir / self.produces.folder]
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``run`` gets: the config, the run directory, the data folder, the teacher (None for a
+    stage that does not use it), the stage itself as planned and the whole plan."""
+
+    cfg: PipelineConfig
+    rundir: RunDir
+    data_dir: Path | None
+    teacher: _LazyTeacher | None
+    stage: Stage
+    plan: list[Stage]
+
+    @property
+    def outputs(self) -> list[Path]:
+        return self.stage.output_paths(self.rundir)
+
+    def model(self, model_id: str) -> Model:
+        """The model ``model_id`` as this stage sees it (see :attr:`Stage.reads`)."""
+        try:
+            return self.stage.models[model_id]
+        except KeyError:
+            raise ConfigError(f"stage '{self.stage.name}' asked for the model '{model_id}', which no stage "
+                              f"before it produces (known: {sorted(self.stage.models)})") from None
+
+
+def _soft_corpus(rundir: RunDir) -> Path:
+    return rundir.corpus_dir / "soft_labels.parquet"
+
+
+def _run_bench_stage(ctx: StageContext) -> dict:
+    """Run a benchmark stage: the teacher (raw or calibrated) or the model its :class:`BenchTarget` reads."""
+    b = ctx.stage.bench
+    assert b is not None
+    out = ctx.rundir.bench_dir / b.key
+    label = b.label_for(ctx.cfg)
+    if b.model is None:
+        return _bench(ctx.cfg, label, out, ctx.data_dir, teacher=ctx.teacher,
+                      priors=_soft_corpus(ctx.rundir) if b.calibrated else None)
+    m = ctx.model(b.model)
+    return _bench(ctx.cfg, label, out, ctx.data_dir, model=m.path, kind=m.kind)
+
+
+def bench_stage(target: BenchTarget, enabled: Callable[[PipelineConfig], bool] = _always, *,
+                needs: tuple[str, ...] = ()) -> Stage:
+    """A stage ``bench_<key>`` that benches ``target`` when ``bench.enabled`` and ``enabled(cfg)``: it writes
+    ``bench/<key>/metrics.json`` (its finished cells resume from the same folder), reads the target's model
+    (the teacher when ``target.model`` is None) and is shown in the report."""
+    return Stage(
+        name=f"bench_{target.key}", run=_run_bench_stage, enabled=lambda cfg: cfg.bench.enabled and enabled(cfg),
+        needs=needs, reads=(target.model,) if target.model else (),
+        outputs=lambda r: [r.bench_dir / target.key / "metrics.json"], workdir=lambda r: r.bench_dir / target.key,
+        uses_teacher=target.model is None, reported=True, bench=target,
+    )
+
+
+def _generative_soft(cfg: PipelineConfig) -> bool:
+    return cfg.soft_labels.enabled and cfg.soft_labels.train_generative
+
+
+def _distilled_label(cfg: PipelineConfig) -> str:
+    on = (("KnowDist", cfg.knowdist.enabled), ("ICLDist", cfg.icldist.enabled))
+    return "student (" + "+".join(n for n, enabled in on if enabled) + ")"
+
+
+def _finetune_stage(ctx: StageContext) -> dict:
+    """Paper 2's evaluation: fine-tune the student before (and, with KnowDist, after) KnowDist on FSA data."""
+    models = {"base": ctx.model("student_before").path}
+    if "student_knowdist" in ctx.stage.models:
+        models["knowdist"] = ctx.model("student_knowdist").path
+    return _finetune(ctx.cfg, models, ctx.outputs[0].parent, ctx.data_dir)
+
+
+def unseen_targets(stages: list[Stage]) -> list[tuple[BenchTarget, Model | None]]:
+    """What the ``bench_unseen`` stage scores: every benchmark stage of the plan ``stages`` whose target is
+    marked ``unseen``, in :data:`BENCH_ORDER`, with the model that stage reads (None: the teacher)."""
+    benches = sorted((s for s in stages if s.bench is not None and s.bench.unseen),
+                     key=lambda s: BENCH_ORDER.index(s.bench.key))
+    return [(s.bench, s.models[s.bench.model] if s.bench.model else None) for s in benches]
+
+
+def _bench_unseen_stage(ctx: StageContext) -> dict:
+    """The teacher and every student benched in this plan, as the plan's benchmark stages read them, on
+    ``bench.unseen_tasks``."""
+    models: dict[str, dict[str, Any]] = {}
+    for target, m in unseen_targets(ctx.plan):
+        label = target.label_for(ctx.cfg)
+        models[target.key] = ({"label": label, "teacher": ctx.teacher} if m is None
+                              else {"label": label, "model": m.path, "kind": m.kind})
+    return _bench_unseen(ctx.cfg, ctx.rundir, ctx.teacher, ctx.data_dir, models)
+
+
+#: Every stage, in the order they run. A config runs those it switches on (:func:`plan`). Model ids:
+#: ``student_before`` (the configured student), ``student_after`` (the generative student as the distillation
+#: stages leave it: the base student until one has run, then each starts from it and replaces it),
+#: ``student_knowdist``, ``student_soft_after``, ``classifier_before``, ``classifier_after``.
+STAGES: tuple[Stage, ...] = (
+    # Teaching: the teacher writes the corpora (every response cached as it arrives).
+    Stage(name="teach_knowdist", enabled=lambda cfg: cfg.knowdist.enabled, uses_teacher=True,
+          outputs=lambda r: [r.corpus_dir / "knowdist.parquet"],
+          run=lambda ctx: _teach_knowdist(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
+    Stage(name="teach_icl", enabled=lambda cfg: cfg.icldist.enabled, uses_teacher=True,
+          outputs=lambda r: [r.corpus_dir / "icl.parquet"],
+          run=lambda ctx: _teach_icl(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
+    Stage(name="teach_soft", enabled=lambda cfg: cfg.soft_labels.enabled, uses_teacher=True,
+          outputs=lambda r: [_soft_corpus(r), _soft_corpus(r).with_suffix(".stats.json")],
+          run=lambda ctx: _teach_soft(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
+    # The teacher's own score (same prompts as the students), raw and, with soft labels, calibrated with the
+    # priors estimated on the unlabeled pool (cache hits: no new calls).
+    bench_stage(BenchTarget("teacher", "teacher"), lambda cfg: cfg.bench.include_teacher),
+    bench_stage(BenchTarget("teacher_calibrated", "teacher (calibrated)", calibrated=True, unseen=False),
+                lambda cfg: cfg.bench.include_teacher and cfg.soft_labels.enabled
+                and cfg.soft_labels.calibration != "none", needs=("teach_soft",)),
+    # The classifier student: zero-shot start (label-embedding heads), trained on the soft labels.
+    Stage(name="init_classifier", enabled=lambda cfg: cfg.classifier.enabled, needs=("teach_soft",),
+          produces=Produces(("classifier_before",), "classifier/init", "classifier"),
+          run=lambda ctx: _init_classifier(ctx.cfg, _soft_corpus(ctx.rundir), ctx.outputs[0])),
+    bench_stage(BenchTarget("classifier_before", "classifier student (before)", "classifier_before"),
+                lambda cfg: cfg.classifier.enabled),
+    Stage(name="train_classifier", enabled=lambda cfg: cfg.classifier.enabled, needs=("teach_soft",),
+          reads=("classifier_before",), produces=Produces(("classifier_after",), "classifier/final", "classifier"),
+          workdir=lambda r: r.models_dir / "classifier" / "checkpoints",
+          run=lambda ctx: _train_classifier(ctx.cfg, _soft_corpus(ctx.rundir), ctx.rundir.models_dir / "classifier",
+                                            Path(ctx.model("classifier_before").path))),
+    bench_stage(BenchTarget("classifier_after", "classifier student (after)", "classifier_after"),
+                lambda cfg: cfg.classifier.enabled),
+    # The generative student before distillation.
+    bench_stage(BenchTarget("student_before", "student (before)", "student_before"),
+                lambda cfg: cfg.bench.include_student_before and (
+                    cfg.knowdist.enabled or cfg.icldist.enabled or _generative_soft(cfg) or not cfg.classifier.enabled)),
+    # KnowDist pre-training, then ICLDist on top of it (each starts from student_after and replaces it).
+    Stage(name="train_knowdist", enabled=lambda cfg: cfg.knowdist.enabled, needs=("teach_knowdist",),
+          reads=("student_after",), produces=Produces(("student_knowdist", "student_after"), "knowdist/final"),
+          workdir=lambda r: r.models_dir / "knowdist",
+          run=lambda ctx: _train(ctx.cfg, ctx.model("student_after").path, ctx.rundir.corpus_dir / "knowdist.parquet",
+                                 ctx.rundir.models_dir / "knowdist", "knowdist")),
+    bench_stage(BenchTarget("student_knowdist", "student (KnowDist)", "student_knowdist", unseen=False),
+                lambda cfg: cfg.knowdist.enabled and cfg.icldist.enabled),
+    Stage(name="train_icldist", enabled=lambda cfg: cfg.icldist.enabled, needs=("teach_icl",),
+          reads=("student_after",), produces=Produces(("student_after",), "icldist/final"),
+          workdir=lambda r: r.models_dir / "icldist",
+          run=lambda ctx: _train(ctx.cfg, ctx.model("student_after").path, ctx.rundir.corpus_dir / "icl.parquet",
+                                 ctx.rundir.models_dir / "icldist", "icldist")),
+    # The distilled student on the same benchmark.
+    bench_stage(BenchTarget("student_after", _distilled_label, "student_after"),
+                lambda cfg: cfg.knowdist.enabled or cfg.icldist.enabled),
+    # The generative student learning the same soft labels (label-distribution KL).
+    Stage(name="train_generative_soft", enabled=_generative_soft, needs=("teach_soft",),
+          produces=Produces(("student_soft_after",), "generative_soft/final"),
+          workdir=lambda r: r.models_dir / "generative_soft",
+          run=lambda ctx: _train_generative_soft(ctx.cfg, _soft_corpus(ctx.rundir),
+                                                 ctx.rundir.models_dir / "generative_soft")),
+    bench_stage(BenchTarget("student_soft_after", "generative student (soft labels)", "student_soft_after"),
+                _generative_soft),
+    # Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
+    Stage(name="finetune_eval", enabled=lambda cfg: cfg.finetune.enabled, after=("train_knowdist",),
+          reads=("student_before",), reported=True, outputs=lambda r: [r.path / "finetune" / "results.json"],
+          workdir=lambda r: r.path / "finetune", run=_finetune_stage),
+    # Tasks no corpus saw, for every benched model that can answer them (apart from the mean).
+    Stage(name="bench_unseen", enabled=lambda cfg: cfg.bench.enabled and bool(cfg.bench.unseen_tasks),
+          after=lambda s: s.produces is not None, uses_teacher=True, reported=True,
+          outputs=lambda r: [r.path / "bench_unseen" / "summary.json"], workdir=lambda r: r.path / "bench_unseen",
+          run=_bench_unseen_stage),
+    Stage(name="report", enabled=lambda cfg: cfg.bench.enabled, after=lambda s: s.reported,
+          outputs=lambda r: [r.path / "report.html"], run=lambda ctx: _report(ctx.cfg, ctx.rundir)),
+)
+
+
+def plan(cfg: PipelineConfig, stages: tuple[Stage, ...] | list[Stage] | None = None) -> list[Stage]:
+    """The stages ``cfg`` runs, in order, each with its dependencies and visible models resolved.
+
+    ``stages``: the declared stages (default :data:`STAGES`).
+
+    Checks the declared graph first: names unique, every ``needs``/``after`` name a declared stage, no
+    cycle; then the plan: every ``needs`` of a selected stage is selected and comes before it, and every
+    model a stage reads is produced before it (or is the base student).
+
+    Raises:
+        ConfigError: naming the stage and the dependency (or model) at fault.
+    """
+    stages = STAGES if stages is None else stages
+    by_name: dict[str, Stage] = {}
+    for s in stages:
+        if s.name in by_name:
+            raise ConfigError(f"two stages are named '{s.name}'")
+        by_name[s.name] = s
+    for s in stages:
+        named = s.needs + (s.after if isinstance(s.after, tuple) else ())
+        for d in named:
+            if d not in by_name:
+                raise ConfigError(f"stage '{s.name}' depends on '{d}', which is not a stage "
+                                  f"(stages: {', '.join(by_name)})")
+    _check_acyclic(stages)
+
+    base = Model("student_before", cfg.student.model)
+    models: dict[str, Model] = {"student_before": base, "student_after": replace(base, id="student_after")}
+    selected = [s for s in stages if s.enabled(cfg)]
+    position = {s.name: i for i, s in enumerate(selected)}
+    run_dir = RunDir(cfg.run_dir)
+    planned: list[Stage] = []
+    for i, s in enumerate(selected):
+        for d in s.needs:
+            if d not in position:
+                raise ConfigError(f"stage '{s.name}' needs stage '{d}', which this config does not run: switch "
+                                  f"'{d}' on, or '{s.name}' off")
+            if position[d] > i:
+                raise ConfigError(f"stage '{s.name}' needs stage '{d}', which runs after it: declare '{d}' "
+                                  f"before '{s.name}' in the stage list")
+        deps = list(s.needs)
+        for model_id in s.reads:
+            if model_id not in models:
+                makers = [x.name for x in stages if x.produces and model_id in x.produces.ids]
+                raise ConfigError(f"stage '{s.name}' reads the model '{model_id}', which no stage before it in "
+                                  f"this plan produces (produced by: {', '.join(makers) or 'no stage'})")
+            if models[model_id].stage is not None:
+                deps.append(models[model_id].stage)
+        earlier = selected[:i]
+        if callable(s.after):
+            deps += [x.name for x in earlier if s.after(x)]
+        else:
+            deps += [d for d in s.after if d in position and position[d] < i]
+        planned.append(replace(s, built_from=tuple(dict.fromkeys(deps)), models=dict(models)))
+        if s.produces is not None:
+            made = Model(s.produces.ids[0], str(run_dir.models_dir / s.produces.folder), s.produces.kind, s.name)
+            for model_id in s.produces.ids:
+                models[model_id] = replace(made, id=model_id)
+    return planned
+
+
+def _check_acyclic(stages: tuple[Stage, ...] | list[Stage]) -> None:
+    """Raise :class:`ConfigError` naming a cycle of ``needs``/``after`` names among ``stages``, if any."""
+    edges = {s.name: list(s.needs) + (list(s.after) if isinstance(s.after, tuple) else []) for s in stages}
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for d in edges.get(name, []):
+            if state.get(d) == 1:
+                cycle = [*path[path.index(d):], d] if d in path else [name, d]
+                raise ConfigError("the stages depend on each other in a cycle: " + " -> ".join(cycle))
+            if d not in state:
+                visit(d, [*path, d])
+        state[name] = 2
+
+    for s in stages:
+        if s.name not in state:
+            visit(s.name, [s.name])
+
+
+# -- running the plan ------------------------------------------------------------------------------
+
+@dataclass
+class _Resume:
+    """Where a stage stands in the run directory: the result ids of its dependencies now (``inputs``), its
+    manifest entry, whether it was started on other inputs (``stale``), and why a finished stage is not
+    usable (``problem``; None when it is)."""
+
+    inputs: dict[str, str | None]
+    info: dict[str, Any]
+    stale: bool
+    problem: str | None
+
+    @property
+    def reusable(self) -> bool:
+        return self.info.get("status") == "done" and not self.stale and self.problem is None
+
+
+def _resume_state(stage: Stage, rundir: RunDir) -> _Resume:
+    # ``built_from`` in the manifest: the result ids of the upstream stages when this one started.
+    inputs = {d: rundir.stage_info(d).get("token") for d in stage.built_from}
+    info = rundir.stage_info(stage.name)
+    stale = bool(info) and info.get("built_from") != inputs
+    problem = None
+    if info.get("status") == "done" and not stale:
+        problem = next((p for p in (_output_problem(o, info) for o in stage.output_paths(rundir)) if p), None)
+    return _Resume(inputs, info, stale, problem)
+
+
+def _run_stage(stage: Stage, ctx: StageContext, result: PipelineResult, notify: Callable[[str, str], None]) -> None:
+    """Run ``stage`` unless it is done, its outputs check out and its inputs are unchanged.
+
+    Its dependencies' result ids are recorded when it starts, and a redone upstream stage makes it stale. Its
+    workdir is kept to resume a killed attempt on the same inputs, removed when the inputs changed (or were
+    never recorded: a folder from another config).
+    """
+    rundir, name = ctx.rundir, stage.name
+    state = _resume_state(stage, rundir)
+    if state.reusable:
+        result.skipped.append(name)
+        notify(name, "skipped (done)")
+        return
+    if state.problem is not None:
+        log.warning("stage %s was done, but %s: running it again", name, state.problem)
+    elif state.stale:
+        log.warning("stage %s: an upstream stage was redone since it started: starting it afresh", name)
+    workdir = stage.workdir(rundir) if stage.workdir is not None else None
+    if workdir is not None and workdir.exists() and (state.stale or not state.info):
+        shutil.rmtree(workdir)
+    notify(name, "running")
+    t0 = time.perf_counter()
+    with rundir.stage(name, built_from=state.inputs) as stage_info:
+        stage_info.update({k: v for k, v in (stage.run(ctx) or {}).items() if k != "built_from"})
+    result.stage_times[name] = time.perf_counter() - t0
+    notify(name, f"done in {result.stage_times[name]:.1f}s")
+
+
 def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
-    """Run (or resume) every enabled stage of ``cfg`` and return where the results are."""
+    """Run (or resume) every stage of ``plan(cfg)`` and return where the results are.
+
+    ``on_stage(name, status)`` is called with ``running``, ``done in <s>s`` or ``skipped (done)``. Raises
+    :class:`ConfigError` (before the run directory is touched) when the plan does not hold.
+    """
     from sentidistill.data import default_data_dir
 
+    stages = plan(cfg)
     rundir = RunDir(cfg.run_dir)
     rundir.open(cfg, config_hash=cfg.config_hash(), seeds={"pipeline": cfg.seed, "bench": cfg.bench.seeds[0]})
     handler = rundir.attach_log()
     data_dir = cfg.data_dir or default_data_dir()
     result = PipelineResult(run_dir=rundir.path)
     notify = on_stage or (lambda name, status: None)
-    invoked: list[str] = []  # the stages of this config, in order
-
-    def stage(name: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None], *,
-              deps: tuple[str, ...] = (), workdir: Path | None = None) -> None:
-        """Run stage ``name`` unless it is done, its outputs check out and its inputs are unchanged.
-
-        ``deps`` are the upstream stages whose results this one is built from: their result ids are
-        recorded when it starts, and a redone upstream stage makes it stale. ``workdir`` holds its partial
-        work (checkpoints, finished benchmark cells): kept to resume a killed attempt on the same inputs,
-        removed when the inputs changed (or were never recorded: a folder from another config).
-        """
-        invoked.append(name)
-        # ``built_from`` in the manifest: the result ids of the upstream stages when this one started.
-        inputs = {d: rundir.stage_info(d).get("token") for d in deps}
-        info = rundir.stage_info(name)
-        stale = bool(info) and info.get("built_from") != inputs
-        if info.get("status") == "done" and not stale:
-            problem = next((p for p in (_output_problem(o, info) for o in outputs) if p), None)
-            if problem is None:
-                result.skipped.append(name)
-                notify(name, "skipped (done)")
-                return
-            log.warning("stage %s was done, but %s: running it again", name, problem)
-        elif stale:
-            log.warning("stage %s: an upstream stage was redone since it started: starting it afresh", name)
-        if workdir is not None and workdir.exists() and (stale or not info):
-            shutil.rmtree(workdir)
-        notify(name, "running")
-        t0 = time.perf_counter()
-        with rundir.stage(name, built_from=inputs) as stage_info:
-            stage_info.update({k: v for k, v in (fn() or {}).items() if k != "built_from"})
-        result.stage_times[name] = time.perf_counter() - t0
-        notify(name, f"done in {result.stage_times[name]:.1f}s")
-
-    base_student = cfg.student.model
-    knowdist_model = rundir.models_dir / "knowdist" / "final"
-    icldist_model = rundir.models_dir / "icldist" / "final"
-    knowdist_corpus = rundir.corpus_dir / "knowdist.parquet"
-    icl_corpus = rundir.corpus_dir / "icl.parquet"
-    soft_corpus = rundir.corpus_dir / "soft_labels.parquet"
-    classifier_init = rundir.models_dir / "classifier" / "init"
-    classifier_final = rundir.models_dir / "classifier" / "final"
-
     try:
-        with ExitStack() as stack:
-            teacher = _LazyTeacher(cfg, rundir, stack)
-
-            # 1. Teaching: the teacher writes the two corpora (every response cached as it arrives).
-            if cfg.knowdist.enabled:
-                stage("teach_knowdist", [knowdist_corpus], lambda: _teach_knowdist(cfg, teacher, knowdist_corpus, data_dir))
-            if cfg.icldist.enabled:
-                stage("teach_icl", [icl_corpus], lambda: _teach_icl(cfg, teacher, icl_corpus, data_dir))
-
-            if cfg.soft_labels.enabled:
-                stage("teach_soft", [soft_corpus, soft_corpus.with_suffix(".stats.json")],
-                      lambda: _teach_soft(cfg, teacher, soft_corpus, data_dir))
-
-            # 2. The teacher's own score on the benchmark (same prompts as the students), raw and, with soft
-            # labels, calibrated with the priors estimated on the unlabeled pool (cache hits: no new calls).
-            if cfg.bench.enabled and cfg.bench.include_teacher:
-                out = rundir.bench_dir / "teacher"
-                stage("bench_teacher", [out / "metrics.json"],
-                      lambda: _bench(cfg, "teacher", out, data_dir, teacher=teacher), workdir=out)
-                if cfg.soft_labels.enabled and cfg.soft_labels.calibration != "none":
-                    out_cal = rundir.bench_dir / "teacher_calibrated"
-                    stage("bench_teacher_calibrated", [out_cal / "metrics.json"],
-                          lambda: _bench(cfg, "teacher (calibrated)", out_cal, data_dir, teacher=teacher,
-                                         priors=soft_corpus), deps=("teach_soft",), workdir=out_cal)
-
-        # 3. The classifier student: zero-shot start (label-embedding heads), trained on the soft labels.
-        if cfg.classifier.enabled:
-            stage("init_classifier", [classifier_init],
-                  lambda: _init_classifier(cfg, soft_corpus, classifier_init), deps=("teach_soft",))
-            if cfg.bench.enabled:
-                out = rundir.bench_dir / "classifier_before"
-                stage("bench_classifier_before", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (before)", out, data_dir, model=str(classifier_init),
-                                     kind="classifier"), deps=("init_classifier",), workdir=out)
-            stage("train_classifier", [classifier_final],
-                  lambda: _train_classifier(cfg, soft_corpus, rundir.models_dir / "classifier", classifier_init),
-                  deps=("teach_soft", "init_classifier"), workdir=rundir.models_dir / "classifier" / "checkpoints")
-            if cfg.bench.enabled:
-                out = rundir.bench_dir / "classifier_after"
-                stage("bench_classifier_after", [out / "metrics.json"],
-                      lambda: _bench(cfg, "classifier student (after)", out, data_dir, model=str(classifier_final),
-                                     kind="classifier"), deps=("train_classifier",), workdir=out)
-
-        # 4. The generative student before distillation.
-        generative_soft = cfg.soft_labels.enabled and cfg.soft_labels.train_generative
-        if cfg.bench.enabled and cfg.bench.include_student_before and (
-                cfg.knowdist.enabled or cfg.icldist.enabled or generative_soft or not cfg.classifier.enabled):
-            out = rundir.bench_dir / "student_before"
-            stage("bench_student_before", [out / "metrics.json"],
-                  lambda: _bench(cfg, "student (before)", out, data_dir, model=base_student), workdir=out)
-
-        # 4. KnowDist pre-training, then ICLDist on top of it.
-        current, current_stage = base_student, None
-        if cfg.knowdist.enabled:
-            stage("train_knowdist", [knowdist_model],
-                  lambda: _train(cfg, current, knowdist_corpus, rundir.models_dir / "knowdist", "knowdist"),
-                  deps=("teach_knowdist",), workdir=rundir.models_dir / "knowdist")
-            current, current_stage = str(knowdist_model), "train_knowdist"
-            if cfg.bench.enabled and cfg.icldist.enabled:
-                out = rundir.bench_dir / "student_knowdist"
-                stage("bench_student_knowdist", [out / "metrics.json"],
-                      lambda: _bench(cfg, "student (KnowDist)", out, data_dir, model=str(knowdist_model)),
-                      deps=("train_knowdist",), workdir=out)
-        if cfg.icldist.enabled:
-            start_from = current
-            stage("train_icldist", [icldist_model],
-                  lambda: _train(cfg, start_from, icl_corpus, rundir.models_dir / "icldist", "icldist"),
-                  deps=("teach_icl", *([current_stage] if current_stage else [])),
-                  workdir=rundir.models_dir / "icldist")
-            current, current_stage = str(icldist_model), "train_icldist"
-
-        # 5. The distilled student on the same benchmark, then the report.
-        if cfg.bench.enabled and current != base_student:
-            label = "student (" + "+".join(
-                n for n, on in (("KnowDist", cfg.knowdist.enabled), ("ICLDist", cfg.icldist.enabled)) if on) + ")"
-            out = rundir.bench_dir / "student_after"
-            final_model = current
-            stage("bench_student_after", [out / "metrics.json"],
-                  lambda: _bench(cfg, label, out, data_dir, model=final_model),
-                  deps=(current_stage,) if current_stage else (), workdir=out)
-        # 5b. The generative student learning the same soft labels (label-distribution KL).
-        if generative_soft:
-            gen_dir = rundir.models_dir / "generative_soft"
-            stage("train_generative_soft", [gen_dir / "final"],
-                  lambda: _train_generative_soft(cfg, soft_corpus, gen_dir), deps=("teach_soft",), workdir=gen_dir)
-            if cfg.bench.enabled:
-                out = rundir.bench_dir / "student_soft_after"
-                stage("bench_student_soft_after", [out / "metrics.json"],
-                      lambda: _bench(cfg, "generative student (soft labels)", out, data_dir,
-                                     model=str(gen_dir / "final")), deps=("train_generative_soft",), workdir=out)
-        # 6. Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
-        finetune_dir = rundir.path / "finetune"
-        if cfg.finetune.enabled:
-            models = {"base": base_student}
-            if cfg.knowdist.enabled:
-                models["knowdist"] = str(knowdist_model)
-            stage("finetune_eval", [finetune_dir / "results.json"],
-                  lambda: _finetune(cfg, models, finetune_dir, data_dir),
-                  deps=("train_knowdist",) if cfg.knowdist.enabled else (), workdir=finetune_dir)
-        # 7. Tasks no corpus saw, for every benched model that can answer them (apart from the mean).
-        if cfg.bench.enabled and cfg.bench.unseen_tasks:
-            unseen_dir = rundir.path / "bench_unseen"
-            model_stages = tuple(n for n in invoked if n.startswith(("train_", "init_")))
-            with ExitStack() as stack:
-                teacher = _LazyTeacher(cfg, rundir, stack)
-                stage("bench_unseen", [unseen_dir / "summary.json"],
-                      lambda: _bench_unseen(cfg, rundir, teacher, data_dir), deps=model_stages, workdir=unseen_dir)
-        if cfg.bench.enabled:
-            report_deps = tuple(n for n in invoked if n.startswith("bench_") or n == "finetune_eval")
-            stage("report", [rundir.path / "report.html"], lambda: _report(cfg, rundir), deps=report_deps)
+        with ExitStack() as teacher_stack:
+            teacher: _LazyTeacher | None = None
+            for stage in stages:
+                if teacher is not None and not stage.uses_teacher:
+                    teacher_stack.close()  # stop the teacher (e.g. a llama.cpp server) while students train
+                    teacher = None
+                if teacher is None and stage.uses_teacher:
+                    teacher = _LazyTeacher(cfg, rundir, teacher_stack)
+                _run_stage(stage, StageContext(cfg, rundir, data_dir, teacher, stage, stages), result, notify)
+        if any(s.name == "report" for s in stages):
             result.report_md = rundir.path / "report.md"
             result.report_html = rundir.path / "report.html"
             for name in BENCH_ORDER:
@@ -236,6 +513,37 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
         logging.getLogger("sentidistill").removeHandler(handler)
         handler.close()
     return result
+
+
+def describe_plan(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """The plan of ``cfg`` as rows for ``sentidistill run --dry-run``: per stage its name, what it is built
+    from, the model it produces (path), and whether a run now would skip it (``done``) or run it (and why).
+
+    Reads the run directory's manifest, writes nothing. A stage built from one that will run, runs too.
+    """
+    stages = plan(cfg)
+    rundir = RunDir(cfg.run_dir)
+    same_config = rundir.read_manifest().get("config_hash") == cfg.config_hash()
+    rows, will_run = [], set()
+    for s in stages:
+        if not same_config:
+            status = "to run" + (" (the run directory holds another config)" if rundir.manifest_path.exists() else "")
+        else:
+            state = _resume_state(s, rundir)
+            redone = [d for d in s.built_from if d in will_run]
+            if state.reusable and not redone:
+                status = "done"
+            elif state.reusable or state.stale:
+                status = "to run (an upstream stage is redone)"
+            elif state.problem is not None:
+                status = f"to run ({state.problem})"
+            else:
+                status = "to run" + (f" (last attempt: {state.info['status']})" if state.info.get("status") else "")
+        if status != "done":
+            will_run.add(s.name)
+        produced = str(rundir.models_dir / s.produces.folder) if s.produces else ""
+        rows.append({"stage": s.name, "built_from": list(s.built_from), "produces": produced, "status": status})
+    return rows
 
 
 # -- stage bodies ----------------------------------------------------------------------------------
@@ -267,10 +575,10 @@ def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
     """The untrained classifier student (heads from label embeddings), saved for the 'before' bench."""
     from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students.classifier import build_classifier, save_classifier
-    from sentidistill.train.classifier import _task_table
+    from sentidistill.train.classifier import task_table
 
     c = cfg.classifier
-    model, tok = build_classifier(c.encoder, _task_table(read_soft_labels(corpus)), head_init=c.head_init,
+    model, tok = build_classifier(c.encoder, task_table(read_soft_labels(corpus)), head_init=c.head_init,
                                   dropout=c.dropout, max_length=c.max_length, seed=cfg.seed)
     save_classifier(model, tok, out)
     return {"model": str(out)}
@@ -342,28 +650,15 @@ def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: 
     return {"results": str(out / "results.json")}
 
 
-def _bench_unseen(cfg: PipelineConfig, rundir: RunDir, teacher: _LazyTeacher, data_dir: Path | None) -> dict:
-    """``bench.unseen_tasks`` for the teacher (raw) and every student benched in this run: one metrics.json
-    per model under ``bench_unseen/<model>/``, and ``summary.json`` (model -> task -> score, or the reason it
-    could not answer, e.g. no classifier head with the task's label set)."""
+def _bench_unseen(cfg: PipelineConfig, rundir: RunDir, teacher: _LazyTeacher | None, data_dir: Path | None,
+                  models: dict[str, dict[str, Any]]) -> dict:
+    """``bench.unseen_tasks`` for ``models`` (bench key -> ``{"label", "teacher"}`` for the teacher, or
+    ``{"label", "model", "kind"}`` for a student; the plan's benchmark stages give them): one metrics.json per
+    model under ``bench_unseen/<key>/``, and ``summary.json`` (label -> task -> score, or the reason it could
+    not answer, e.g. no classifier head with the task's label set)."""
     from sentidistill.errors import InputError
     from sentidistill.utils.io import atomic_write_json
 
-    models: dict[str, dict[str, Any]] = {}
-    if cfg.bench.include_teacher:
-        models["teacher"] = {"label": "teacher", "teacher": teacher}
-    sources = {
-        "student_before": (cfg.student.model, None),
-        "student_after": (str(rundir.models_dir / "icldist" / "final"), None),
-        "student_soft_after": (str(rundir.models_dir / "generative_soft" / "final"), None),
-        "classifier_before": (str(rundir.models_dir / "classifier" / "init"), "classifier"),
-        "classifier_after": (str(rundir.models_dir / "classifier" / "final"), "classifier"),
-    }
-    for name, (model, kind) in sources.items():
-        done = rundir.bench_dir / name / "metrics.json"
-        if done.exists():
-            label = json.loads(done.read_text(encoding="utf-8"))["model"]["name"]
-            models[name] = {"label": label, "model": model, "kind": kind}
     sub = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"tasks": list(cfg.bench.unseen_tasks)})})
     summary: dict[str, dict[str, Any]] = {}
     for name, m in models.items():

@@ -52,6 +52,18 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
+def _print_plan(cfg) -> None:
+    """The stages ``cfg`` would run, in order, and which a run now would skip (``sentidistill run --dry-run``)."""
+    from sentidistill.pipeline import describe_plan
+
+    table = Table(title=f"plan of run '{cfg.name}' -> {cfg.run_dir}")
+    for col in ("stage", "built from", "produces", "status"):
+        table.add_column(col)
+    for row in describe_plan(cfg):
+        table.add_row(row["stage"], ", ".join(row["built_from"]), row["produces"], row["status"])
+    console.print(table)
+
+
 def _run(cfg) -> None:
     from sentidistill.pipeline import run_pipeline
 
@@ -70,6 +82,7 @@ def run_command(
     set_: list[str] = typer.Option([], "--set", help="Override a field, e.g. --set bench.limit=50 --set teacher.concurrency=32."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Folder with the public data sets (overrides data_dir)."),
     name: str | None = typer.Option(None, "--name", help="Run name (overrides name)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages this config runs (in order, what each is built from, the model it produces, which are done already) and exit."),
 ) -> None:
     """Run a whole pipeline from one YAML file; re-running the same config resumes.
 
@@ -82,7 +95,11 @@ def run_command(
         overrides["data_dir"] = str(data_dir.resolve())
     if name:
         overrides["name"] = name
-    _run(load_config(config, overrides))
+    cfg = load_config(config, overrides)
+    if dry_run:
+        _print_plan(cfg)
+    else:
+        _run(cfg)
 
 
 def quickstart_command(
