@@ -218,6 +218,45 @@ def test_redone_stage_invalidates_what_depends_on_it(tmp_path, tiny_data_dir, te
     assert rerun() == []
 
 
+def test_knowdist_only_run_benches_the_knowdist_student_on_unseen_tasks(tmp_path, tiny_data_dir, teacher_url,
+                                                                       tiny_seq2seq_dir):
+    """KnowDist without ICLDist: the distilled student is ``knowdist/final``, and the unseen-task stage benches it
+    (it once looked for ``icldist/final``, which such a run never writes)."""
+    from sentidistill.config import validate_config
+    from sentidistill.pipeline import run_pipeline
+
+    raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "kd_unseen")
+    raw["icldist"] = {"enabled": False}
+    raw["finetune"] = {"enabled": False}
+    raw["bench"].update(include_teacher=False, unseen_tasks=["sst2"])
+    cfg = validate_config(raw)
+    res = run_pipeline(cfg)
+    assert list(res.stage_times) == ["teach_knowdist", "bench_student_before", "train_knowdist",
+                                     "bench_student_after", "bench_unseen", "report"]
+    run = cfg.run_dir
+    assert not (run / "models" / "icldist").exists()
+    summary = json.loads((run / "bench_unseen" / "summary.json").read_text())
+    assert list(summary) == ["student (before)", "student (KnowDist)"]
+    assert isinstance(summary["student (KnowDist)"].get("sst2"), float), summary
+    # The unseen bench (here the same task) answered exactly as the KnowDist student did on the main bench.
+
+    def parsed(folder: Path) -> list:
+        lines = (folder / "predictions" / "sst2.seed42.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(x)["parsed"] for x in lines]
+
+    assert parsed(run / "bench_unseen" / "student_after") == parsed(run / "bench" / "student_after")
+    assert "Unseen tasks" in (run / "report.md").read_text()
+    # The plan of the finished run: every stage done; without the KnowDist weights, it and all built on it rerun.
+    from sentidistill.pipeline import describe_plan
+
+    assert {r["status"] for r in describe_plan(cfg)} == {"done"}
+    (run / "models" / "knowdist" / "final" / "model.safetensors").unlink()
+    status = {r["stage"]: r["status"] for r in describe_plan(cfg)}
+    assert [s for s, v in status.items() if v != "done"] == ["train_knowdist", "bench_student_after",
+                                                             "bench_unseen", "report"]
+    assert "model.safetensors is missing" in status["train_knowdist"]
+
+
 @pytest.mark.slow  # two full pipeline processes (~2 min on 2 cores); test_pipeline_resume.py has the kill -9 variants
 def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir):
     raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "killed")
