@@ -8,7 +8,6 @@ The tiny test-model builders moved to :mod:`sentidistill.testing` (still reachab
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any
 
 from sentidistill.core.assets import default_cache_dir, minilm_path
@@ -19,17 +18,12 @@ from sentidistill.utils.deprecation import warn_moved
 warn_moved("sentidistill.modeling", "sentidistill.students (tiny test models: sentidistill.testing)")
 
 LoadedModel = Student
+load_model = load_student
 
 __all__ = ["BUILTIN_STUDENTS", "PLAIN_CHAT_TEMPLATE", "LoadedModel", "build_minilm_encdec", "default_cache_dir",
            "detect_kind", "load_model", "minilm_path", "resolve_model_path"]
 
 _TESTING = ("build_tiny_tokenizer", "build_tiny_causal_lm", "build_tiny_seq2seq")
-
-
-def load_model(spec: str, kind: str = "auto", *, device: Any = None, dtype: Any = None,
-               cache_dir: str | Path | None = None) -> Student:
-    """Load a student of any registered kind (see :func:`sentidistill.students.load_student`)."""
-    return load_student(spec, kind, device=device, dtype=dtype, cache_dir=cache_dir)
 
 
 def __getattr__(name: str) -> Any:
