@@ -1,4 +1,4 @@
-"""Compatibility module: model loading now lives in :mod:`sentidistill.students` (one class per kind).
+"""Deprecated, removed in 0.3 (importing it warns). Compatibility module: model loading now lives in :mod:`sentidistill.students` (one class per kind).
 
 ``load_model(spec)`` is :func:`sentidistill.students.load_student`; ``LoadedModel`` is
 :class:`sentidistill.students.Student` (``.model``, ``.tokenizer``, ``.kind``, ``.source``, ``.device``).

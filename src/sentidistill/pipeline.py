@@ -37,6 +37,9 @@ BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_knowd
 
 @dataclass
 class PipelineResult:
+    """What :func:`run_pipeline` returns: the run directory, each benched model's metrics (by its
+    :data:`BENCH_ORDER` key), the report files, the seconds of each stage run now and the stages skipped."""
+
     run_dir: Path
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # model label -> metrics.json
     report_md: Path | None = None
@@ -46,7 +49,8 @@ class PipelineResult:
 
 
 class _LazyTeacher:
-    """Starts the teacher (e.g. a llama.cpp server) on first use only; closed when the run ends."""
+    """Starts the teacher (e.g. a llama.cpp server) on first use only; closed with ``stack`` (before the next
+    stage that does not use the teacher, or when the run ends)."""
 
     def __init__(self, cfg: PipelineConfig, rundir: RunDir, stack: ExitStack) -> None:
         self._cfg, self._rundir, self._stack = cfg, rundir, stack

@@ -1,4 +1,4 @@
-"""Moved to :mod:`sentidistill.core.records` (prompts, teachers, bench and serve all exchange these values)."""
+"""Deprecated, removed in 0.3 (importing it warns). Moved to :mod:`sentidistill.core.records` (prompts, teachers, bench and serve all exchange these values)."""
 
 from sentidistill.core.records import (
     AnswerFormat,

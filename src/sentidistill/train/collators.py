@@ -1,4 +1,4 @@
-"""Moved to :mod:`sentidistill.students.collate` (each student kind picks its collator:
+"""Deprecated, removed in 0.3 (importing it warns). Moved to :mod:`sentidistill.students.collate` (each student kind picks its collator:
 ``student.collator(...)``)."""
 
 from sentidistill.students.collate import (

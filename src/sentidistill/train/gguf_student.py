@@ -1,4 +1,4 @@
-"""Moved to :mod:`sentidistill.students.gguf` (GGUF files are a student kind: ``gguf``)."""
+"""Deprecated, removed in 0.3 (importing it warns). Moved to :mod:`sentidistill.students.gguf` (GGUF files are a student kind: ``gguf``)."""
 
 from sentidistill.students.gguf import (
     RECORD,

@@ -1,4 +1,4 @@
-"""Moved: shared-vocabulary alignment is in :mod:`sentidistill.train.align`, the top-k KL (one function,
+"""Deprecated, removed in 0.3 (importing it warns). Moved: shared-vocabulary alignment is in :mod:`sentidistill.train.align`, the top-k KL (one function,
 returning ``(kl, n)`` for ``[N, V]`` and ``[B, T, V]`` logits alike) in :mod:`sentidistill.train.losses`."""
 
 from sentidistill.train.align import (
