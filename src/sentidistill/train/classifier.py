@@ -159,7 +159,9 @@ class SoftLabelTrainingArguments(ConfigArguments, TrainingArguments):
 
     @classmethod
     def adapt(cls, kwargs: dict[str, Any], training: TrainingConfig) -> dict[str, Any]:
-        return kwargs | {"eval_strategy": "steps", "train_sampling_strategy": "random", "logging_first_step": False,
+        every = training.eval_steps or training.save_steps  # the wrappers pass soft_label_eval_steps(...)
+        return kwargs | {"eval_strategy": "steps", "eval_steps": every, "save_steps": every,
+                         "train_sampling_strategy": "random", "logging_first_step": False,
                          "save_total_limit": max(2, training.save_total_limit), "load_best_model_at_end": True,
                          "metric_for_best_model": "teacher_agreement", "greater_is_better": True,
                          "disable_tqdm": True, "report_to": list(training.report_to)}
