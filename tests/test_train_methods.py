@@ -30,7 +30,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
     ({"soft_labels": {"generative_training": {"use_liger_kernel": True}}},
      "soft_labels.generative_training.use_liger_kernel"),
     ({"classifier": {"training": {"save_steps": 7, "eval_steps": 5}}}, "classifier.training.save_steps"),
-    ({"classifier": {"training": {"epochs": 2, "group_by_length": True}}}, "classifier.training.group_by_length"),
+    ({"soft_labels": {"generative_training": {"save_steps": 7}}}, "soft_labels.generative_training.save_steps"),
 ])
 def test_a_setting_the_method_cannot_honour_fails_at_load_naming_the_field(tmp_path, raw, field) -> None:
     with pytest.raises(ConfigError) as err:
@@ -47,6 +47,11 @@ def test_what_the_method_does_anyway_and_the_old_defaults_load(tmp_path) -> None
                                                      "torch_compile": False, "epochs": 3}},
         "training": {"lora": True, "torch_compile": True, "group_by_length": False}}))  # KD methods honour all
     assert cfg.classifier.training.eval_steps == 20 and cfg.training.lora
+    # A run's saved config.yaml (every field written out, the sections' defaults included) loads again.
+    from sentidistill.config import PipelineConfig, validate_config
+
+    saved = PipelineConfig.model_validate({"soft_labels": {"enabled": True}, "classifier": {"enabled": True}})
+    assert validate_config(saved.model_dump(mode="json")).config_hash() == saved.config_hash()
     for name in ("examples/cpu_label_free.yaml", "src/sentidistill/examples/quickstart.yaml"):
         raw = yaml.safe_load((Path(__file__).resolve().parents[1] / name).read_text())
         raw.pop("data_dir", None)
