@@ -85,7 +85,8 @@ class ConfigArguments:
         return kwargs
 
     @classmethod
-    def from_config(cls, training: TrainingConfig, output_dir: str | Path, *, seed: int = 42, **own: Any) -> Self:
-        """The method's arguments for ``training``; ``own``: the method's own fields (and explicit overrides)."""
+    def from_config(cls, training: TrainingConfig, output_dir: str | Path, /, *, seed: int = 42, **own: Any) -> Self:
+        """The method's arguments for ``training`` (checkpoints under ``output_dir/checkpoints``); ``own``: the
+        method's own fields, and explicit overrides of mapped keywords (e.g. ``output_dir``)."""
         kwargs = cls.adapt(trainer_arguments(training, output_dir, seed), training)
         return cls(**{**kwargs, **own})  # type: ignore[call-arg]
