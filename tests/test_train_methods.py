@@ -156,3 +156,51 @@ def test_a_new_config_field_becomes_an_option() -> None:
     assert CliRunner().invoke(app, ["--new-knob", "5", "--epochs", "2"]).exit_code == 0
     assert got == {"new_knob": 5, "epochs": 2.0, "name": "x"}
     assert CliRunner().invoke(app, ["--knob", "6"]).exit_code == 0 and got["new_knob"] == 6
+
+
+def _kd_corpus(path: Path, n: int = 8) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"source": f"Sentence: review {i} was {'good' if i % 2 else 'bad'}\nLabel:",
+             "target": "positive" if i % 2 else "negative", "status": "valid"} for i in range(n)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_lora_is_honoured_and_merged_by_save_final(tiny_causal_dir, tmp_path) -> None:
+    """`training.lora` trains adapters (the KD methods honour it); save_final folds them into plain weights."""
+    from safetensors import safe_open
+
+    from sentidistill.config import StudentConfig
+    from sentidistill.students import load_student
+    from sentidistill.train.engine import train_student
+    from sentidistill.train.methods import read_training_summary
+
+    training = TrainingConfig(max_steps=2, batch_size=4, lora=True, lora_r=4, save_steps=2, logging_steps=1)
+    final = train_student(str(tiny_causal_dir), _kd_corpus(tmp_path / "c.parquet"), tmp_path / "out", training,
+                          method="icldist", student=StudentConfig(max_source_length=32, max_target_length=4))
+    names = {p.name for p in final.iterdir()}
+    assert "adapter_config.json" not in names and "model.safetensors" in names
+    with safe_open(final / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora_" in k or k.startswith("base_model.") for k in keys), keys[:5]
+    summary = read_training_summary(tmp_path / "out")
+    assert summary["global_step"] == 2 and summary["training"]["lora"] is True and "token_kd" in summary
+    assert load_student(str(final)).kind == "causal"
+
+
+def test_save_final_replaces_final_atomically_and_old_summaries_are_read(tiny_causal_dir, tmp_path) -> None:
+    from sentidistill.students import load_student
+    from sentidistill.train.methods import read_training_summary, save_final
+
+    lm = load_student(str(tiny_causal_dir))
+    (tmp_path / "out" / "final").mkdir(parents=True)
+    (tmp_path / "out" / "final" / "stale.txt").write_text("old")
+    final = save_final(lm.model, tmp_path / "out", {"global_step": 3}, tokenizer=lm.tokenizer, kind=lm.kind)
+    assert not (final / "stale.txt").exists() and not (tmp_path / "out" / ".final.partial").exists()
+    assert read_training_summary(tmp_path / "out") == {"global_step": 3}
+    old = tmp_path / "old_run"
+    (old / "final").mkdir(parents=True)
+    (old / "final" / "training_info.json").write_text('{"global_step": 9}')
+    assert read_training_summary(old)["global_step"] == 9
