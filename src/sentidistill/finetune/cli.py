@@ -49,6 +49,15 @@ def run_finetune_stage(models: dict[str, str], out_dir: str | Path, settings: An
     """
     from sentidistill.finetune.runner import FinetuneSettings, run_finetune
 
+    if isinstance(settings, dict):  # the untyped form of before FinetuneSettings; goes away in 0.2
+        import warnings
+
+        warnings.warn("run_finetune_stage(options: dict) is deprecated: pass a FinetuneSettings or the "
+                      "FinetuneEvalConfig", DeprecationWarning, stacklevel=2)
+        options = dict(settings)
+        if "lr" in options:
+            options["learning_rate"] = options.pop("lr")
+        settings = FinetuneSettings(**options)
     if settings is None or not isinstance(settings, FinetuneSettings):
         settings = FinetuneSettings.from_config(settings, **extra) if settings is not None else FinetuneSettings(**extra)
     elif extra:
