@@ -204,3 +204,18 @@ def test_save_final_replaces_final_atomically_and_old_summaries_are_read(tiny_ca
     (old / "final").mkdir(parents=True)
     (old / "final" / "training_info.json").write_text('{"global_step": 9}')
     assert read_training_summary(old)["global_step"] == 9
+
+
+def test_every_finetune_config_field_reaches_the_typed_settings() -> None:
+    """The pipeline's finetune section -> FinetuneSettings: no field of the section is left behind."""
+    from dataclasses import fields
+
+    from sentidistill.config import FinetuneEvalConfig
+    from sentidistill.finetune.runner import FinetuneSettings
+
+    assert set(FinetuneEvalConfig.model_fields) - {"enabled"} <= {f.name for f in fields(FinetuneSettings)}
+    cfg = FinetuneEvalConfig(datasets=["rest14"], seeds=[1, 2], train_fractions=[0.5], epochs=2, learning_rate=1e-3,
+                             batch_size=8, max_parallel=3, limit_train=10, limit_eval=5)
+    s = FinetuneSettings.from_config(cfg, data_dir="d")
+    assert (s.datasets, s.seeds, s.train_fractions, s.epochs, s.learning_rate, s.batch_size, s.max_parallel,
+            s.limit_train, s.limit_eval, s.data_dir) == (["rest14"], [1, 2], [0.5], 2, 1e-3, 8, 3, 10, 5, "d")
