@@ -77,7 +77,7 @@ def test_train_on_soft_labels_learns_early_stops_and_reloads(tiny_encoder, tmp_p
                                 logging_steps=50, warmup_ratio=0.0),
     )
     final = train_classifier(corpus, tmp_path / "clf", cfg, seed=1)
-    summary = json.loads((tmp_path / "clf" / "training_summary.json").read_text())
+    summary = json.loads((tmp_path / "clf" / "final" / "training_summary.json").read_text())
     assert is_classifier_checkpoint(final) and (final / "model.safetensors").is_file()
     assert summary["dev_before"]["eval_teacher_agreement"] < 0.8
     assert summary["dev_after"]["eval_teacher_agreement"] >= 0.9
@@ -101,11 +101,11 @@ def test_resume_from_checkpoint_continues(tiny_encoder, tmp_path):
                            training=TrainingConfig(max_steps=8, learning_rate=1e-3, batch_size=8, eval_steps=4,
                                                    save_steps=4, logging_steps=50))
     train_classifier(corpus, tmp_path / "clf", cfg, seed=3)
-    first = json.loads((tmp_path / "clf" / "training_summary.json").read_text())
+    first = json.loads((tmp_path / "clf" / "final" / "training_summary.json").read_text())
     assert first["resumed_from"] is None and first["global_step"] == 8
     cfg2 = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 12})})
     train_classifier(corpus, tmp_path / "clf", cfg2, seed=3)
-    second = json.loads((tmp_path / "clf" / "training_summary.json").read_text())
+    second = json.loads((tmp_path / "clf" / "final" / "training_summary.json").read_text())
     assert second["resumed_from"] is not None and second["resumed_from"].endswith("checkpoint-8")
     assert second["global_step"] == 12
 
@@ -167,7 +167,7 @@ def test_generative_student_learns_soft_labels_with_label_kl(tiny_seq2seq_dir, t
                               logging_steps=100, warmup_ratio=0.0)
     final = train_generative_on_soft_labels(str(tiny_seq2seq_dir), corpus, tmp_path / "gen", training, patience=3,
                                             max_length=64, seed=0)
-    summary = json.loads((tmp_path / "gen" / "training_summary.json").read_text())
+    summary = json.loads((tmp_path / "gen" / "final" / "training_summary.json").read_text())
     assert summary["best_teacher_agreement"] >= 0.9 > summary["dev_before"]["eval_teacher_agreement"]
     adapter = HFModelAdapter(str(final), device="cpu")
     from sentidistill.bench import get_task

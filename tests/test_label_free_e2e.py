@@ -98,7 +98,7 @@ def test_label_free_run_trains_early_stops_and_resumes(tmp_path, encoder, monkey
         after = m["classifier_after"]["tasks"]["toy_reviews"]["score"]
         assert teacher >= 0.95  # the lexicon teacher is right on this data
         assert after >= 0.9 and after > before + 0.2
-        summary = json.loads((run / "models" / "classifier" / "training_summary.json").read_text())
+        summary = json.loads((run / "models" / "classifier" / "final" / "training_summary.json").read_text())
         assert summary["best_teacher_agreement"] >= 0.9
         assert summary["global_step"] < 30 * 8  # 120 training rows at batch 16 = 8 steps/epoch: stopped early
         report = (run / "report.md").read_text()

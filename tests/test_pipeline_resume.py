@@ -199,7 +199,7 @@ def test_kill_during_training(tmp_path, tiny_data_dir, teacher, tiny_seq2seq_dir
     assert _stages(run)[f"train_{method}"]["status"] == "running"
     _run(cfg)
     assert server_stats(teacher)["total"] - start == ref_requests, "the resumed run asked the teacher again"
-    info = json.loads((run / "models" / method / "final" / "training_info.json").read_text())
+    info = json.loads((run / "models" / method / "final" / "training_summary.json").read_text())
     assert info["resumed_from"] is not None and Path(info["resumed_from"]).name == killed_at.name
     assert info["global_step"] == 40
     _same_result(run, ref)

@@ -86,7 +86,7 @@ def test_quickstart_small(shared_data_dir: Path, tmp_path: Path) -> None:
     assert all(abs(sum(r["probs"]) - 1) < 1e-6 for r in soft)
     stats = json.loads((run / "corpus" / "soft_labels.stats.json").read_text())
     assert set(stats["priors"]) == {"sst2", "twitter"}
-    summary = json.loads((run / "models" / "classifier" / "training_summary.json").read_text())
+    summary = json.loads((run / "models" / "classifier" / "final" / "training_summary.json").read_text())
     assert 0 < summary["global_step"] <= 2 * 3 and summary["train_rows"] + summary["dev_rows"] == 24
     # The printed table: one row per model, in pipeline order, each score the one in its metrics.json (x100).
     rows = _table_rows(res.stdout)

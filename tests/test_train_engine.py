@@ -52,10 +52,10 @@ def test_short_run_lowers_the_loss_and_saves_atomically(method, fixture, request
                           student=StudentConfig(max_source_length=32, max_target_length=8), icl=ICLDistConfig())
     assert final == tmp_path / "out" / "final"
     names = {p.name for p in final.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "training_info.json"} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_summary.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
     assert not (tmp_path / "out" / ".final.partial").exists()
-    info = json.loads((final / "training_info.json").read_text())
+    info = json.loads((final / "training_summary.json").read_text())
     assert info["global_step"] == 12 and info["corpus_rows"]["dropped_status"] == 1
     state = json.loads((tmp_path / "out" / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
@@ -131,7 +131,7 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(tiny_seq2seq_dir, tm
     assert killed_at < 12 and not (out / "final").exists()
     done = subprocess.run([*args, str(out), "fast"], env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    info = json.loads((out / "final" / "training_info.json").read_text())
+    info = json.loads((out / "final" / "training_summary.json").read_text())
     assert info["resumed_from"].endswith(f"checkpoint-{killed_at}") and info["global_step"] == 12
     # The restarted run logged only the steps after the checkpoint, and the eval hook ran on them.
     assert [h["step"] for h in info["bench_history"]] == list(range(killed_at + 1, 13))

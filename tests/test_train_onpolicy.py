@@ -70,9 +70,9 @@ def test_onpolicy_trains_checkpoints_saves_and_resumes(tiny_causal_dir, teacher_
     final = run()
     assert final == out / "final"
     names = {p.name for p in final.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "training_info.json"} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_summary.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
-    info = json.loads((final / "training_info.json").read_text())
+    info = json.loads((final / "training_summary.json").read_text())
     assert info["method"] == "onpolicy" and info["global_step"] == 4 and info["resumed_from"] is None
     assert info["corpus_rows"]["dropped_status"] == 1
     assert info["onpolicy"]["teacher_model"] == str(teacher_dir) and info["onpolicy"]["beta"] == 0.5
@@ -103,7 +103,7 @@ def test_onpolicy_trains_checkpoints_saves_and_resumes(tiny_causal_dir, teacher_
     shutil.rmtree(final)
     seen.clear()
     run()
-    info = json.loads((final / "training_info.json").read_text())
+    info = json.loads((final / "training_summary.json").read_text())
     assert info["resumed_from"].endswith("checkpoint-2") and info["global_step"] == 4
     assert [h["step"] for h in info["bench_history"]] == [3, 4] and len(seen) == 2
     resumed = _losses(out, 4)
@@ -160,7 +160,7 @@ def test_cli_method_onpolicy(tiny_causal_dir, teacher_dir, tmp_path) -> None:
     done = CliRunner().invoke(app, [*base, "--teacher-model", str(teacher_dir), "--beta", "0", "--temperature",
                                     "0.7", "--max-completion-length", "4"])
     assert done.exit_code == 0, (done.output, done.exception)
-    info = json.loads((tmp_path / "out" / "final" / "training_info.json").read_text())
+    info = json.loads((tmp_path / "out" / "final" / "training_summary.json").read_text())
     assert info["method"] == "onpolicy" and info["global_step"] == 1
     assert info["onpolicy"] == {"teacher_model": str(teacher_dir), "beta": 0.0, "max_completion_length": 4,
                                 "temperature": 0.7}

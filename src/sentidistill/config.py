@@ -6,11 +6,13 @@ An invalid file fails before any work starts, naming the field, the value and wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sentidistill.errors import ConfigError
 from sentidistill.teacher.config import TeacherConfig
@@ -97,27 +99,121 @@ class OnPolicyConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """transformers.Trainer settings shared by both distillation stages."""
+    """transformers.Trainer settings of one training stage.
 
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="Overrides epochs when > 0.")
-    learning_rate: float = Field(5e-5, gt=0)
+    One spelling: each field is the ``sentidistill train`` flag of the same name (``--learning-rate``; older
+    spellings in ``json_schema_extra["aliases"]`` stay as hidden flags), and
+    :func:`sentidistill.train.arguments.trainer_arguments` is the one mapping onto ``TrainingArguments``.
+    A training method that cannot honour a field says so in :data:`UNHONOURED_SETTINGS`; a section whose
+    method cannot honour a value it sets fails at config load, naming the field.
+    """
+
+    epochs: float = Field(1.0, gt=0, description="Training epochs.")
+    max_steps: int = Field(-1, description="Optimizer steps; overrides epochs when > 0.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.", json_schema_extra={"aliases": ["--lr"]})
     batch_size: int = Field(16, ge=1, description="Per-device batch size.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Gradient accumulation steps.",
+                                             json_schema_extra={"aliases": ["--grad-accum"]})
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Linear warm-up, as a fraction of the total steps.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (resumable).")
-    save_total_limit: int = Field(2, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     eval_steps: int | None = Field(None, ge=1, description="Run a small SentiBench subset every N steps.")
-    logging_steps: int = Field(10, ge=1)
+    logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPUs that have it, fp32 on CPU.")
-    group_by_length: bool = True
-    lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = Field(16, ge=1)
-    torch_compile: bool = False
-    use_liger_kernel: bool = False
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
+    lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights (merged into the final model).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank (alpha = 2 r).")
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile.")
+    use_liger_kernel: bool = Field(False, description="Liger's fused kernels (supported causal LM families).")
     report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow...")
-    dataloader_num_workers: int = Field(0, ge=0)
+    dataloader_num_workers: int = Field(0, ge=0, description="Data-loading worker processes.")
+
+
+class Unhonoured(NamedTuple):
+    """A :class:`TrainingConfig` field that a training method cannot honour: ``why`` (shown to the user) and
+    ``accepts(training)``, true for the values the method behaves as anyway (e.g. ``lora: false``)."""
+
+    why: str
+    accepts: Callable[[TrainingConfig], bool]
+
+
+def _is(field: str, value: Any) -> Callable[[TrainingConfig], bool]:
+    return lambda t: getattr(t, field) == value
+
+
+_SOFT_LABEL_LORA = Unhonoured("soft-label training fine-tunes every weight (no LoRA path)", _is("lora", False))
+_SOFT_LABEL_COMMON: dict[str, Unhonoured] = {
+    "save_steps": Unhonoured("a checkpoint is written at every evaluation (eval_steps), so that the best one on "
+                             "the dev slice can be kept: set save_steps equal to eval_steps, or leave it out",
+                             lambda t: t.eval_steps is not None and t.save_steps == t.eval_steps),
+    "group_by_length": Unhonoured("batches are drawn at random (mixing tasks)", _is("group_by_length", False)),
+    "torch_compile": Unhonoured("not supported by the soft-label trainers (variable shapes per batch)",
+                                _is("torch_compile", False)),
+    "use_liger_kernel": Unhonoured("the soft-label losses need the model's logits, which Liger's fused loss does not "
+                                   "return", _is("use_liger_kernel", False)),
+    "lora": _SOFT_LABEL_LORA,
+    "lora_r": Unhonoured("no LoRA path in soft-label training", lambda t: not t.lora),
+}
+
+#: Training method name (``sentidistill.train.TRAINING_METHODS``) -> the TrainingConfig fields it cannot honour.
+#: A method absent here honours every field. Kept in this (config) layer so that validation needs no torch.
+UNHONOURED_SETTINGS: dict[str, dict[str, Unhonoured]] = {
+    "knowdist": {},
+    "icldist": {},
+    "onpolicy": {"group_by_length": Unhonoured("trl's generation sampler orders the prompts",
+                                               _is("group_by_length", False))},
+    "soft_label_classifier": {**_SOFT_LABEL_COMMON, "lora": Unhonoured(
+        "the classifier student fine-tunes its encoder and heads end to end (no LoRA path)", _is("lora", False))},
+    "soft_label_lm": dict(_SOFT_LABEL_COMMON),
+}
+
+
+#: The TrainingConfig defaults of the sections whose method is not knowdist/icldist (their settings differ).
+_METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "soft_label_classifier": dict(epochs=4, learning_rate=1e-4, batch_size=32, save_steps=50, eval_steps=None,
+                                  warmup_ratio=0.06),
+    "soft_label_lm": dict(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06),
+}
+
+
+def default_training(method: str) -> TrainingConfig:
+    """The default :class:`TrainingConfig` of the config section trained by ``method``."""
+    return TrainingConfig(**_METHOD_TRAINING_DEFAULTS.get(method, {}))
+
+
+def unhonoured_settings(training: TrainingConfig, method: str,
+                        default: TrainingConfig | None = None) -> list[tuple[str, Any, str]]:
+    """``(field, value, why)`` for each field of ``training`` that ``method`` cannot honour, was given explicitly
+    (pydantic's ``model_fields_set``: a field left out is not the user's setting), differs from ``default`` (the
+    method's section default, what every run before this check had) and from what the method does anyway."""
+    default = default if default is not None else default_training(method)
+    out = []
+    for name, rule in UNHONOURED_SETTINGS.get(method, {}).items():
+        value = getattr(training, name)
+        if name in training.model_fields_set and value != getattr(default, name) and not rule.accepts(training):
+            out.append((name, value, rule.why))
+    return out
+
+
+def check_training_settings(training: TrainingConfig, method: str, default: TrainingConfig | None = None,
+                            where: str = "training") -> None:
+    """Raise :class:`ConfigError` naming ``<where>.<field>`` for the first value ``method`` cannot honour."""
+    bad = unhonoured_settings(training, method, default)
+    if bad:
+        name, value, why = bad[0]
+        raise ConfigError(f"{where}.{name}: {value!r} is not honoured by the {method} training method: {why}")
+
+
+def _refuse_unhonoured(training: TrainingConfig, method: str) -> TrainingConfig:
+    """Field-validator body: a pydantic error whose location ends in the offending field."""
+    bad = unhonoured_settings(training, method)
+    if bad:
+        name, value, why = bad[0]
+        raise PydanticCustomError("unhonoured_setting",
+                                  "{field}={value} is not honoured by the {method} training method: {why}",
+                                  {"field": name, "value": repr(value), "method": method, "why": why})
+    return training
 
 
 CLS_TASKS = ["sst2", "imdb", "yelp2", "twitter", "irony18", "emotion", "pstance", "intimacy"]
@@ -139,8 +235,13 @@ class SoftLabelsConfig(_Section):
     dev_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Teacher-labelled dev slice per task, for early stopping on agreement with the teacher.")
     top_logprobs: int = Field(20, ge=1, le=20, description="k of top-k log-probs for endpoints that cannot score labels exactly.")
     train_generative: bool = Field(False, description="Also train the generative `student` on the same soft labels (label-distribution KL over the label words' sequence likelihoods) and bench it.")
-    generative_training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
+    generative_training: TrainingConfig = Field(default_factory=lambda: default_training("soft_label_lm"), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
     generative_temperature: float = Field(1.0, gt=0.0, description="Temperature of the generative student's label-distribution KL.")
+
+    @field_validator("generative_training")
+    @classmethod
+    def _generative_training_honoured(cls, v: TrainingConfig) -> TrainingConfig:
+        return _refuse_unhonoured(v, "soft_label_lm")
 
 
 class ClassifierConfig(_Section):
@@ -155,7 +256,12 @@ class ClassifierConfig(_Section):
     kl_weight: float = Field(1.0, ge=0.0, description="Weight of the soft-label KL term.")
     ce_weight: float = Field(0.0, ge=0.0, description="Weight of CE on gold labels, for corpora that have a gold column.")
     patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=4, learning_rate=1e-4, batch_size=32, save_steps=50, eval_steps=None, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
+    training: TrainingConfig = Field(default_factory=lambda: default_training("soft_label_classifier"), description="Trainer settings (eval_steps None = twice per epoch).")
+
+    @field_validator("training")
+    @classmethod
+    def _training_honoured(cls, v: TrainingConfig) -> TrainingConfig:
+        return _refuse_unhonoured(v, "soft_label_classifier")
 
 
 class BenchConfig(_Section):
@@ -271,6 +377,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         msg = err["msg"]
+        if err["type"] == "unhonoured_setting":  # a whole section was validated: name the field inside it
+            ctx = err["ctx"]
+            loc, msg = f"{loc}.{ctx['field']}", f"not honoured by the {ctx['method']} training method: {ctx['why']}"
+            value = value.get(ctx["field"]) if isinstance(value, dict) else getattr(value, ctx["field"], value)
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; `sentidistill config --example` lists every field)"
         shown = repr(value) if not isinstance(value, dict) else "{...}"

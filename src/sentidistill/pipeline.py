@@ -590,13 +590,15 @@ def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
 
 def _train_classifier(cfg: PipelineConfig, corpus: Path, out_dir: Path, init: Path) -> dict:
     from sentidistill.train.classifier import train_classifier
+    from sentidistill.train.methods import read_training_summary
 
     final = train_classifier(corpus, out_dir, cfg.classifier, seed=cfg.seed, init_from=str(init))
-    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    summary = read_training_summary(out_dir)
     return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
 
 
 def _train_generative_soft(cfg: PipelineConfig, corpus: Path, out_dir: Path) -> dict:
+    from sentidistill.train.methods import read_training_summary
     from sentidistill.train.softlabel_lm import train_generative_on_soft_labels
 
     sl = cfg.soft_labels
@@ -604,7 +606,7 @@ def _train_generative_soft(cfg: PipelineConfig, corpus: Path, out_dir: Path) -> 
         cfg.student.model, corpus, out_dir, sl.generative_training, kind=cfg.student.kind,
         temperature=sl.generative_temperature, max_length=cfg.student.max_source_length, seed=cfg.seed,
     )
-    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    summary = read_training_summary(out_dir)
     return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
 
 
@@ -645,12 +647,7 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
 def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: Path | None) -> dict:
     from sentidistill.finetune.cli import run_finetune_stage
 
-    f = cfg.finetune
-    run_finetune_stage(models, out, {
-        "datasets": f.datasets, "seeds": f.seeds, "train_fractions": f.train_fractions, "epochs": f.epochs,
-        "lr": f.learning_rate, "batch_size": f.batch_size, "max_parallel": f.max_parallel, "data_dir": data_dir,
-        "limit_train": f.limit_train, "limit_eval": f.limit_eval,
-    })
+    run_finetune_stage(models, out, cfg.finetune, data_dir=data_dir)
     return {"results": str(out / "results.json")}
 
 

@@ -10,14 +10,15 @@ from sentidistill.finetune.metrics import micro_f1, parse_pairs, score_predictio
 from sentidistill.finetune.stats import PairedDifference, bootstrap_ci, mean_std, paired_difference
 
 __all__ = [
-    "DEFAULT_SEEDS", "FSA_DATASETS", "PAPER_SEEDS", "FSADataset", "FSAExample", "FinetuneResults",
+    "DEFAULT_SEEDS", "FSA_DATASETS", "PAPER_SEEDS", "FSADataset", "FSAExample", "FinetuneResults", "FinetuneSettings",
     "PairedDifference", "bootstrap_ci", "finetune_report_section", "load_fsa_dataset", "load_results",
-    "mean_std", "micro_f1", "paired_difference", "parse_pairs", "read_fsa_file", "run_finetune_eval",
+    "mean_std", "micro_f1", "paired_difference", "parse_pairs", "read_fsa_file", "run_finetune", "run_finetune_eval",
     "score_predictions",
 ]
 
 
-_RUNNER_NAMES = {"DEFAULT_SEEDS", "PAPER_SEEDS", "FinetuneResults", "load_results", "run_finetune_eval"}
+_RUNNER_NAMES = {"DEFAULT_SEEDS", "PAPER_SEEDS", "FinetuneResults", "FinetuneSettings", "load_results", "run_finetune",
+                 "run_finetune_eval"}
 
 
 def __getattr__(name: str):

@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from sentidistill.finetune.data import FSAExample, Task, load_fsa_dataset, target_text, train_dev_split
 from sentidistill.finetune.metrics import parse_pairs, score_predictions
+from sentidistill.train.arguments import ConfigArguments
 from sentidistill.utils.io import atomic_write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,80 @@ def _pick_device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class BestOnDev(TrainerCallback):
+    """Decode dev every ``cfg.eval_every_epochs`` epochs (and after the last step); keep the weights with the best
+    dev micro-F1 (a CPU copy) in ``self.best`` and each score in ``self.history``."""
+
+    def __init__(self, lm: Any, dev: list[FSAExample], task: Task, cfg: CellConfig, dataset_name: str) -> None:
+        self.lm, self.dev, self.task, self.cfg, self.dataset_name = lm, dev, task, cfg, dataset_name
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"f1": -1.0, "epoch": 0, "state": None}
+
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        epoch = round(state.epoch or 0)
+        last = state.global_step >= state.max_steps
+        if epoch % self.cfg.eval_every_epochs and not last:
+            return control
+        f1 = dev_f1(self.lm, self.dev, self.task, self.cfg)
+        self.history.append({"epoch": epoch, "step": state.global_step, "dev_f1": f1})
+        log.info("%s %s frac=%s seed=%s epoch %s: dev F1 %.4f", self.cfg.model_name, self.dataset_name,
+                 self.cfg.train_fraction, self.cfg.seed, epoch, f1)
+        if f1 > self.best["f1"]:
+            self.best.update(f1=f1, epoch=epoch,
+                             state={k: v.detach().to("cpu", copy=True) for k, v in self.lm.model.state_dict().items()})
+        return control
+
+
+@dataclass
+class CellTrainingArguments(ConfigArguments, TrainingArguments):
+    """Paper 2's fine-tuning protocol on top of the one config mapping: AdamW (eps ``adam_epsilon``), linear
+    decay without warm-up, no checkpoints (the best-on-dev weights stay in memory), no loggers, random batches."""
+
+    remove_unused_columns: bool = False
+
+    @classmethod
+    def adapt(cls, kwargs: dict[str, Any], training: Any) -> dict[str, Any]:
+        return kwargs | {"optim": "adamw_torch", "lr_scheduler_type": "linear", "save_strategy": "no",
+                         "logging_first_step": False, "disable_tqdm": True, "report_to": []}
+
+
+def cell_training_arguments(cfg: CellConfig, n_train: int, use_cpu: bool) -> CellTrainingArguments:
+    """The cell's ``TrainingArguments`` through :func:`sentidistill.train.arguments.trainer_arguments`."""
+    from sentidistill.config import TrainingConfig
+
+    training = TrainingConfig(epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+                              weight_decay=cfg.weight_decay, warmup_ratio=0.0, group_by_length=False,
+                              logging_steps=max(1, n_train // cfg.batch_size // 4 or 1), precision="fp32")
+    return CellTrainingArguments.from_config(training, cfg.cell_dir, seed=cfg.seed, adam_epsilon=cfg.adam_epsilon,
+                                             output_dir=str(Path(cfg.cell_dir) / "trainer"), use_cpu=use_cpu,
+                                             bf16=cfg.precision == "bf16" and not use_cpu)
+
+
+def _cell_data(cfg: CellConfig) -> tuple[Any, list[FSAExample], list[FSAExample], list[FSAExample]]:
+    """(dataset, train, dev, test) of a cell: the seeded train fraction, dev (capped, sampled), test + hard_test."""
+    ds = load_fsa_dataset(cfg.dataset, cfg.data_dir)
+    train, dev = train_dev_split(ds, cfg.seed, cfg.train_fraction, cfg.dev_fraction)
+    test = [e for split in ("test", "hard_test") for e in ds.splits.get(split, [])[: cfg.limit_eval]]
+    if cfg.limit_train:
+        train = train[: cfg.limit_train]
+    if cfg.limit_eval:
+        dev = dev[: cfg.limit_eval]
+    return ds, train, sample_dev(dev, cfg.limit_dev, cfg.seed), test
+
+
+def _test_predictions(lm: Any, test: list[FSAExample], task: Task, cfg: CellConfig) -> tuple[dict, list[dict]]:
+    """Greedy answers on ``test``: (scores of :func:`score_predictions`, one row per sentence)."""
+    outputs = generate_answers(lm, test, task, batch_size=cfg.eval_batch_size,
+                               max_new_tokens=cfg.max_new_tokens, max_source_length=cfg.max_source_length)
+    rows = []
+    for ex, out in zip(test, outputs, strict=True):
+        parsed = parse_pairs(out, ex.sentence, task)
+        rows.append({"id": ex.id, "split": ex.split, "sentence": ex.sentence,
+                     "gold": target_text(ex, task), "output": out,
+                     "pred_pairs": [list(p) for p in parsed.pairs], "valid": parsed.valid})
+    return score_predictions(test, outputs, task), rows
+
+
 def run_cell(cfg: CellConfig) -> dict[str, Any]:
     """Fine-tune ``cfg.model_spec`` on one dataset/fraction/seed, test the best-on-dev weights, write results.
 
@@ -147,7 +222,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         return json.loads(cfg.metrics_path.read_text(encoding="utf-8"))
 
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
@@ -158,92 +233,34 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = _pick_device(cfg.device)
-    cell_dir = Path(cfg.cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-
-    ds = load_fsa_dataset(cfg.dataset, cfg.data_dir)
-    train, dev = train_dev_split(ds, cfg.seed, cfg.train_fraction, cfg.dev_fraction)
-    test = [e for split in ("test", "hard_test") for e in ds.splits.get(split, [])[: cfg.limit_eval]]
-    if cfg.limit_train:
-        train = train[: cfg.limit_train]
-    if cfg.limit_eval:
-        dev = dev[: cfg.limit_eval]
-    dev = sample_dev(dev, cfg.limit_dev, cfg.seed)
+    Path(cfg.cell_dir).mkdir(parents=True, exist_ok=True)
+    ds, train, dev, test = _cell_data(cfg)
 
     set_seed(cfg.seed)
     lm = load_student(cfg.model_spec, device=device)
     lm.model.train()
     feats = build_features(lm, train, ds.task, cfg.max_source_length)
-    collator = lm.collator()  # pads the pre-encoded features (labels with -100)
-
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"f1": -1.0, "epoch": 0, "state": None}
-
-    class BestOnDev(TrainerCallback):
-        """Decode dev every ``eval_every_epochs`` epochs; keep the best weights (a CPU copy) in memory."""
-
-        def on_epoch_end(self, args, state, control, model=None, **kw):
-            epoch = round(state.epoch or 0)
-            last = state.global_step >= state.max_steps
-            if epoch % cfg.eval_every_epochs and not last:
-                return control
-            f1 = dev_f1(lm, dev, ds.task, cfg)
-            history.append({"epoch": epoch, "step": state.global_step, "dev_f1": f1})
-            log.info("%s %s frac=%s seed=%s epoch %s: dev F1 %.4f", cfg.model_name, ds.name,
-                     cfg.train_fraction, cfg.seed, epoch, f1)
-            if f1 > best["f1"]:
-                best.update(f1=f1, epoch=epoch,
-                            state={k: v.detach().to("cpu", copy=True) for k, v in lm.model.state_dict().items()})
-            return control
-
-    use_cpu = not str(device).startswith("cuda")
-    args = TrainingArguments(
-        output_dir=str(cell_dir / "trainer"),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        adam_epsilon=cfg.adam_epsilon,
-        optim="adamw_torch",
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, len(feats) // cfg.batch_size // 4 or 1),
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=use_cpu,
-        bf16=cfg.precision == "bf16" and not use_cpu,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-    )
-    trainer = Trainer(model=lm.model, args=args, train_dataset=feats, data_collator=collator,
-                      callbacks=[BestOnDev(), _LogLosses()])
+    best_on_dev = BestOnDev(lm, dev, ds.task, cfg, ds.name)
+    args = cell_training_arguments(cfg, len(feats), use_cpu=not str(device).startswith("cuda"))
+    trainer = Trainer(model=lm.model, args=args, train_dataset=feats,
+                      data_collator=lm.collator(),  # pads the pre-encoded features (labels with -100)
+                      callbacks=[best_on_dev, _LogLosses()])
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts to stdout; _LogLosses logs them
     train_out = trainer.train()
     train_s = time.time() - t0
+    best = best_on_dev.best
     if best["state"] is not None:
         lm.model.load_state_dict(best["state"])
     best["state"] = None
 
     t1 = time.time()
-    outputs = generate_answers(lm, test, ds.task, batch_size=cfg.eval_batch_size,
-                               max_new_tokens=cfg.max_new_tokens, max_source_length=cfg.max_source_length)
-    metrics = score_predictions(test, outputs, ds.task)
-    rows = []
-    for ex, out in zip(test, outputs, strict=True):
-        parsed = parse_pairs(out, ex.sentence, ds.task)
-        rows.append({"id": ex.id, "split": ex.split, "sentence": ex.sentence,
-                     "gold": target_text(ex, ds.task), "output": out,
-                     "pred_pairs": [list(p) for p in parsed.pairs], "valid": parsed.valid})
-    write_jsonl(cell_dir / "predictions.jsonl", rows)
+    metrics, rows = _test_predictions(lm, test, ds.task, cfg)
+    write_jsonl(Path(cfg.cell_dir) / "predictions.jsonl", rows)
     result = {
         "model": cfg.model_name, "model_spec": cfg.model_spec, "dataset": ds.name, "task": ds.task,
         "train_fraction": cfg.train_fraction, "seed": cfg.seed,
         "n_train": len(train), "n_dev": len(dev), "n_test": len(test),
-        "best_epoch": best["epoch"], "best_dev_f1": best["f1"], "dev_history": history,
+        "best_epoch": best["epoch"], "best_dev_f1": best["f1"], "dev_history": best_on_dev.history,
         "train_loss": float(train_out.training_loss), "metrics": metrics,
         "f1": metrics["all"]["f1"],
         "device": str(device), "train_seconds": round(train_s, 2), "test_seconds": round(time.time() - t1, 2),

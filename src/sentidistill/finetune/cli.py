@@ -41,15 +41,30 @@ def _csv(text: str | None, cast: type, field: str) -> list[Any]:
                          got=text) from None
 
 
-def run_finetune_stage(models: dict[str, str], out_dir: str | Path, options: dict[str, Any] | None = None):
+def run_finetune_stage(models: dict[str, str], out_dir: str | Path, settings: Any = None, **extra: Any):
     """Pipeline hook: run (or resume) the evaluation into ``out_dir`` and return its results.
 
-    ``options`` are keyword arguments of :func:`run_finetune_eval` (datasets, seeds, train_fractions,
-    epochs, lr, batch_size, max_parallel, data_dir, limit_train, limit_eval ...).
+    ``settings``: a :class:`~sentidistill.finetune.runner.FinetuneSettings`, or the pipeline's
+    :class:`~sentidistill.config.FinetuneEvalConfig` (``extra``: the settings it lacks, e.g. ``data_dir``).
     """
-    from sentidistill.finetune.runner import run_finetune_eval
+    from sentidistill.finetune.runner import FinetuneSettings, run_finetune
 
-    return run_finetune_eval(models, out_dir=out_dir, **(options or {}))
+    if isinstance(settings, dict):  # the untyped form of before FinetuneSettings; goes away in 0.2
+        import warnings
+
+        warnings.warn("run_finetune_stage(options: dict) is deprecated: pass a FinetuneSettings or the "
+                      "FinetuneEvalConfig", DeprecationWarning, stacklevel=2)
+        options = dict(settings)
+        if "lr" in options:
+            options["learning_rate"] = options.pop("lr")
+        settings = FinetuneSettings(**options)
+    if settings is None or not isinstance(settings, FinetuneSettings):
+        settings = FinetuneSettings.from_config(settings, **extra) if settings is not None else FinetuneSettings(**extra)
+    elif extra:
+        from dataclasses import replace
+
+        settings = replace(settings, **extra)
+    return run_finetune(models, settings, out_dir)
 
 
 def register(app: typer.Typer) -> None:
@@ -82,13 +97,14 @@ def register(app: typer.Typer) -> None:
         if suite not in SUITES:
             raise InputError(f"unknown suite '{suite}'", field="--suite", expected=" | ".join(SUITES))
         ds = _csv(datasets, str, "--datasets") or list(SUITES[suite])
-        results = run_finetune_stage(parse_models(model), out, {
-            "datasets": ds, "seeds": _csv(seeds, int, "--seeds"),
-            "train_fractions": _csv(train_fractions, float, "--train-fractions"), "epochs": epochs, "lr": lr,
-            "batch_size": batch_size, "weight_decay": weight_decay, "max_parallel": max_parallel,
-            "eval_every_epochs": eval_every, "data_dir": data_dir, "limit_train": limit_train, "limit_eval": limit_eval,
-            "limit_dev": limit_dev, "max_new_tokens": max_new_tokens, "eval_batch_size": eval_batch_size,
-        })
+        from sentidistill.finetune.runner import FinetuneSettings
+
+        results = run_finetune_stage(parse_models(model), out, FinetuneSettings(
+            datasets=ds, seeds=_csv(seeds, int, "--seeds"),
+            train_fractions=_csv(train_fractions, float, "--train-fractions"), epochs=epochs, learning_rate=lr,
+            batch_size=batch_size, weight_decay=weight_decay, max_parallel=max_parallel, eval_every_epochs=eval_every,
+            data_dir=data_dir, limit_train=limit_train, limit_eval=limit_eval, limit_dev=limit_dev,
+            max_new_tokens=max_new_tokens, eval_batch_size=eval_batch_size))
         from sentidistill.finetune.report import score_table
 
         header, rows = score_table(results)

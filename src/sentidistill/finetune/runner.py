@@ -20,14 +20,18 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sentidistill.errors import InputError
 from sentidistill.finetune.cell import CellConfig, cell_is_done, run_cell
 from sentidistill.finetune.data import FSA_DATASETS
 from sentidistill.finetune.results import FinetuneResults
 from sentidistill.utils.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from sentidistill.config import FinetuneEvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,39 +120,118 @@ def load_results(out_dir: str | Path) -> FinetuneResults:
     )
 
 
+@dataclass
+class FinetuneSettings:
+    """Every setting of a fine-tuning evaluation (paper 2's protocol by default), typed.
+
+    The pipeline's :class:`~sentidistill.config.FinetuneEvalConfig` gives the first fields
+    (:meth:`from_config`); the rest are command-line knobs (``sentidistill finetune-eval``).
+    ``eval_every_epochs``: decode dev for checkpoint selection every N epochs (paper: 1; on CPU, dev decoding can
+    cost as much as training). ``max_parallel``: cells at once (default one per GPU, or half the cores on CPU;
+    above the GPU count, GPUs are shared). ``baseline``: the model the others are compared with (default: the
+    first). ``limit_*`` cap the data (smoke runs); ``limit_dev`` samples dev only (seeded)."""
+
+    datasets: Sequence[str] = ("rest14", "laptop14")
+    seeds: Sequence[int] = DEFAULT_SEEDS
+    train_fractions: Sequence[float] = (1.0,)
+    epochs: float = 20.0
+    learning_rate: float = 3e-4
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    max_parallel: int | None = None
+    data_dir: str | Path | None = None
+    eval_batch_size: int = 32
+    max_new_tokens: int = 100
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    limit_dev: int | None = None
+    precision: str = "fp32"
+    eval_every_epochs: int = 1
+    baseline: str | None = None
+    write_report: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: FinetuneEvalConfig, **extra: Any) -> FinetuneSettings:
+        """The settings of a pipeline's ``finetune`` section (``extra``: the other fields, e.g. ``data_dir``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.model_dump().items() if k in names}, **extra)
+
+
 def run_finetune_eval(
     models: dict[str, str],
     datasets: Sequence[str] = ("rest14", "laptop14"),
     seeds: Sequence[int] = DEFAULT_SEEDS,
     train_fractions: Sequence[float] = (1.0,),
     out_dir: str | Path = "finetune_eval",
-    *,
-    epochs: float = 20.0,
-    lr: float = 3e-4,
-    batch_size: int = 16,
-    weight_decay: float = 0.01,
-    max_parallel: int | None = None,
-    data_dir: str | Path | None = None,
-    eval_batch_size: int = 32,
-    max_new_tokens: int = 100,
-    limit_train: int | None = None,
-    limit_eval: int | None = None,
-    limit_dev: int | None = None,
-    precision: str = "fp32",
-    eval_every_epochs: int = 1,
-    baseline: str | None = None,
-    write_report: bool = True,
+    settings: FinetuneSettings | None = None,
+    **options: Any,
 ) -> FinetuneResults:
     """Fine-tune every model on every dataset/fraction/seed and score it; finished cells are skipped.
 
     ``models``: display name -> model spec (``builtin:minilm-encdec``, an HF id/path, a checkpoint dir).
     ``datasets``: FSA names (rest14, laptop14, rest16, laptop16) or ``atsa:/folder`` / ``acsa:/folder``.
-    ``eval_every_epochs``: decode dev for checkpoint selection every N epochs (paper: 1; on CPU, dev
-    decoding can cost as much as training). ``max_parallel``: cells at once (default one per GPU, or
-    half the cores on CPU; above the GPU count, GPUs are shared).
-    ``baseline``: the model the others are compared with (default: the first). Cells that fail are
-    reported in ``FinetuneResults.failed`` and the run goes on; rerunning retries them.
+    The other settings are ``settings`` (a :class:`FinetuneSettings`) or its fields as keywords (``options``).
+    Cells that fail are reported in ``FinetuneResults.failed`` and the run goes on; rerunning retries them.
+    Raises InputError for bad model names, no seeds, or a dataset or model that cannot be found.
     """
+    if settings is None:
+        settings = FinetuneSettings(datasets=datasets, seeds=seeds, train_fractions=train_fractions, **options)
+    elif options:
+        settings = replace(settings, **options)
+    return run_finetune(models, settings, out_dir)
+
+
+def _cell_configs(models: dict[str, str], s: FinetuneSettings, out_dir: Path,
+                  ds_names: list[str]) -> list[CellConfig]:
+    """One :class:`CellConfig` per model x dataset x train fraction x seed."""
+    return [
+        CellConfig(model_name=mname, model_spec=str(spec), dataset=dref,
+                   data_dir=str(s.data_dir) if s.data_dir is not None else None,
+                   cell_dir=str(cell_dir(out_dir, mname, dname, frac, seed)), train_fraction=float(frac),
+                   seed=int(seed), epochs=s.epochs, learning_rate=s.learning_rate, batch_size=s.batch_size,
+                   weight_decay=s.weight_decay, eval_batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens,
+                   limit_train=s.limit_train, limit_eval=s.limit_eval, limit_dev=s.limit_dev,
+                   precision=s.precision, eval_every_epochs=s.eval_every_epochs)
+        for mname, spec in models.items()
+        for dname, dref in zip(ds_names, s.datasets, strict=True)
+        for frac in s.train_fractions
+        for seed in s.seeds
+    ]
+
+
+def _run_cells(todo: list[CellConfig], max_parallel: int | None) -> list[dict[str, Any]]:
+    """Run the unfinished cells (in this process, or in spawned workers); returns the failed ones."""
+    failed: list[dict[str, Any]] = []
+    if not todo:
+        return failed
+    workers, devices, threads = plan_parallelism(max_parallel, len(todo))
+    if workers == 1:
+        # In-process: no spawn cost, and tracebacks stay readable.
+        for c in todo:
+            if devices:
+                c.device = devices[0]
+            if threads and c.num_threads is None:
+                c.num_threads = threads
+            _run_one(c, failed, lambda c=c: run_cell(c))
+        return failed
+    ctx = mp.get_context("spawn")
+    queue = None
+    if devices:
+        queue = ctx.Manager().Queue()
+        for d in devices:
+            queue.put(d)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
+        pending: dict[Future, CellConfig] = {pool.submit(_run_in_worker, c): c for c in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                _run_one(pending.pop(fut), failed, fut.result)
+    return failed
+
+
+def run_finetune(models: dict[str, str], settings: FinetuneSettings, out_dir: str | Path) -> FinetuneResults:
+    """:func:`run_finetune_eval` with its settings object: plan the cells, run the unfinished ones, collect
+    ``results.json`` (and the report unless ``settings.write_report`` is false)."""
     from sentidistill.data import default_data_dir
 
     if not models:
@@ -157,75 +240,36 @@ def run_finetune_eval(
         if not _NAME.match(name):
             raise InputError(f"bad model name '{name}'", field="models",
                              expected="letters, digits, '_', '-', '.' (it names a folder)")
-    if not seeds:
+    if not settings.seeds:
         raise InputError("no seeds given", field="seeds")
-    data_dir = data_dir if data_dir is not None else default_data_dir()
+    s = replace(settings, data_dir=settings.data_dir if settings.data_dir is not None else default_data_dir())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds_names = [d.split("/")[-1] if ":" not in d else Path(d.split(":", 1)[1]).name for d in datasets]
-
-    configs: list[CellConfig] = []
-    for mname, spec in models.items():
-        for dname, dref in zip(ds_names, datasets, strict=True):
-            for frac in train_fractions:
-                for seed in seeds:
-                    configs.append(CellConfig(
-                        model_name=mname, model_spec=str(spec), dataset=dref,
-                        data_dir=str(data_dir) if data_dir is not None else None,
-                        cell_dir=str(cell_dir(out_dir, mname, dname, frac, seed)), train_fraction=float(frac),
-                        seed=int(seed), epochs=epochs, learning_rate=lr, batch_size=batch_size,
-                        weight_decay=weight_decay, eval_batch_size=eval_batch_size,
-                        max_new_tokens=max_new_tokens, limit_train=limit_train, limit_eval=limit_eval,
-                        limit_dev=limit_dev,
-                        precision=precision, eval_every_epochs=eval_every_epochs))
+    ds_names = [d.split("/")[-1] if ":" not in d else Path(d.split(":", 1)[1]).name for d in s.datasets]
+    configs = _cell_configs(models, s, out_dir, ds_names)
     todo = [c for c in configs if not cell_is_done(c)]
-    _check_inputs({c.model_name: c.model_spec for c in todo}, {c.dataset for c in todo}, data_dir)
-    settings = {
-        "models": list(models), "model_specs": dict(models), "datasets": ds_names, "seeds": list(seeds),
-        "train_fractions": [float(f) for f in train_fractions], "epochs": epochs, "learning_rate": lr,
-        "batch_size": batch_size, "weight_decay": weight_decay, "max_new_tokens": max_new_tokens,
-        "limit_train": limit_train, "limit_eval": limit_eval, "limit_dev": limit_dev,
-        "eval_batch_size": eval_batch_size, "eval_every_epochs": eval_every_epochs, "baseline": baseline or next(iter(models)),
+    _check_inputs({c.model_name: c.model_spec for c in todo}, {c.dataset for c in todo}, s.data_dir)
+    summary = {
+        "models": list(models), "model_specs": dict(models), "datasets": ds_names, "seeds": list(s.seeds),
+        "train_fractions": [float(f) for f in s.train_fractions], "epochs": s.epochs,
+        "learning_rate": s.learning_rate, "batch_size": s.batch_size, "weight_decay": s.weight_decay,
+        "max_new_tokens": s.max_new_tokens, "limit_train": s.limit_train, "limit_eval": s.limit_eval,
+        "limit_dev": s.limit_dev, "eval_batch_size": s.eval_batch_size, "eval_every_epochs": s.eval_every_epochs,
+        "baseline": s.baseline or next(iter(models)),
     }
     log.info("fine-tuning eval: %d cells, %d already finished", len(configs), len(configs) - len(todo))
-
-    failed: list[dict[str, Any]] = []
     t0 = time.time()
-    if todo:
-        workers, devices, threads = plan_parallelism(max_parallel, len(todo))
-        if workers == 1:
-            # In-process: no spawn cost, and tracebacks stay readable.
-            for c in todo:
-                if devices:
-                    c.device = devices[0]
-                if threads and c.num_threads is None:
-                    c.num_threads = threads
-                _run_one(c, failed, lambda c=c: run_cell(c))
-        else:
-            ctx = mp.get_context("spawn")
-            queue = None
-            if devices:
-                queue = ctx.Manager().Queue()
-                for d in devices:
-                    queue.put(d)
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(queue, threads)) as pool:
-                pending: dict[Future, CellConfig] = {pool.submit(_run_in_worker, c): c for c in todo}
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        c = pending.pop(fut)
-                        _run_one(c, failed, fut.result)
+    failed = _run_cells(todo, s.max_parallel)
     log.info("fine-tuning eval: %d cells run in %.0f s (%d failed)", len(todo), time.time() - t0, len(failed))
 
     wanted = {c.cell_dir for c in configs}
     cells = [c for c in _load_cells(out_dir)
              if str(cell_dir(out_dir, c["model"], c["dataset"], c["train_fraction"], c["seed"])) in wanted]
     results = FinetuneResults(out_dir=out_dir, cells=cells, models=list(models), datasets=ds_names,
-                              seeds=[int(s) for s in seeds], train_fractions=[float(f) for f in train_fractions],
-                              settings=settings, failed=failed)
-    atomic_write_json(out_dir / "results.json", {"settings": settings, "cells": cells, "failed": failed})
-    if write_report:
+                              seeds=[int(x) for x in s.seeds], train_fractions=[float(f) for f in s.train_fractions],
+                              settings=summary, failed=failed)
+    atomic_write_json(out_dir / "results.json", {"settings": summary, "cells": cells, "failed": failed})
+    if s.write_report:
         from sentidistill.finetune.report import write_finetune_report
 
         write_finetune_report(results, out_dir)

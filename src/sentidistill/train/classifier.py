@@ -16,14 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from transformers import Trainer, TrainingArguments
 
+from sentidistill.config import TrainingConfig
 from sentidistill.errors import InputError
-from sentidistill.utils.io import atomic_write_json
+from sentidistill.train.arguments import ConfigArguments
+from sentidistill.train.losses import LOSSES, LossInputs
 
 log = logging.getLogger(__name__)
 
@@ -127,33 +131,6 @@ def agreement_metrics(logits: np.ndarray, task_ids: np.ndarray, teacher_label: n
     return out
 
 
-def _trainer_class() -> type:
-    """``Trainer`` with the label-set losses: ``kl_weight · label_kl + ce_weight · label_ce`` (both from the
-    loss registry, :mod:`sentidistill.train.losses`), the weights and temperature set per run."""
-    from transformers import Trainer
-
-    from sentidistill.train.losses import LOSSES, LossInputs
-
-    class SoftLabelTrainer(Trainer):
-        loss_weights: dict[str, float] = {}  # noqa: RUF012 - set per instance in train_classifier
-        temperature: float = 1.0
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        task_ids=inputs["task_ids"], token_type_ids=inputs.get("token_type_ids"))
-            batch = {**inputs, "label_mask": out.label_mask, "temperature": self.temperature}
-            li = LossInputs(logits=out.logits, batch=batch)
-            loss = out.logits.new_zeros(())
-            for name, w in self.loss_weights.items():
-                if w > 0:
-                    value, n = LOSSES.get(name)(li)
-                    if int(n) > 0:
-                        loss = loss + w * value
-            return (loss, out) if return_outputs else loss
-
-    return SoftLabelTrainer
-
-
 def split_corpus(rows: list[dict[str, Any]], corpus: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training rows, dev rows) of a soft-label corpus. Raises InputError when either is empty."""
     train_rows = [r for r in rows if r.get("split", "train") == "train"]
@@ -166,53 +143,114 @@ def split_corpus(rows: list[dict[str, Any]], corpus: Path) -> tuple[list[dict[st
     return train_rows, dev_rows
 
 
-def early_stopping_args(out_dir: Path, tc: Any, n_train: int, *, seed: int, eval_batch_size: int,
-                        label_names: list[str] | None = None) -> Any:
-    """``TrainingArguments`` for soft-label training: evaluation and checkpoints every ``tc.eval_steps``
-    (default: twice per epoch), the best checkpoint by dev ``teacher_agreement`` kept and loaded at the end."""
-    from transformers import TrainingArguments
-
-    from sentidistill.train.engine import resolve_precision
-
-    precision = resolve_precision(tc.precision)
-    steps_per_epoch = max(1, -(-n_train // (tc.batch_size * tc.gradient_accumulation_steps)))
-    eval_steps = tc.eval_steps or max(10, steps_per_epoch // 2)
-    return TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=tc.batch_size,
-        per_device_eval_batch_size=eval_batch_size, gradient_accumulation_steps=tc.gradient_accumulation_steps,
-        learning_rate=tc.learning_rate, num_train_epochs=tc.epochs, max_steps=tc.max_steps,
-        weight_decay=tc.weight_decay,
-        warmup_steps=tc.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=max(2, tc.save_total_limit), load_best_model_at_end=True,
-        metric_for_best_model="teacher_agreement", greater_is_better=True, logging_steps=tc.logging_steps,
-        remove_unused_columns=False, label_names=label_names, report_to=tc.report_to or [], seed=seed,
-        data_seed=seed, dataloader_num_workers=tc.dataloader_num_workers,
-        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", fp16=precision == "fp16",
-        disable_tqdm=True,
-    )
+def soft_label_eval_steps(training: TrainingConfig, n_train: int) -> int:
+    """Evaluation (and checkpoint) cadence: ``training.eval_steps``, default twice per epoch (at least 10)."""
+    steps_per_epoch = max(1, -(-n_train // (training.batch_size * training.gradient_accumulation_steps)))
+    return training.eval_steps or max(10, steps_per_epoch // 2)
 
 
-def fit_early_stopped(trainer: Any, out_dir: Path, t0: float, **info: Any) -> dict[str, Any]:
-    """Evaluate on dev, train (resuming from the last checkpoint in ``out_dir/checkpoints``), evaluate the
-    best checkpoint; returns the summary (steps, dev agreement before/after, wall seconds) after writing it to
-    ``out_dir/training_summary.json``."""
-    from transformers.trainer_utils import get_last_checkpoint
+@dataclass
+class SoftLabelTrainingArguments(ConfigArguments, TrainingArguments):
+    """Arguments of both soft-label methods: the dev slice is evaluated every ``eval_steps`` and a checkpoint
+    written at each evaluation (``save_steps`` = ``eval_steps``); the best checkpoint by dev
+    ``teacher_agreement`` is kept and loaded at the end, and training stops after ``early_stopping_patience``
+    evaluations without a gain. Batches are drawn at random (tasks mixed)."""
 
-    ckpt = out_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    before = trainer.evaluate() if last is None else {}
-    trainer.train(resume_from_checkpoint=last)
-    after = trainer.evaluate()
-    keep = lambda m: {k: v for k, v in m.items() if "agreement" in k or "accuracy" in k}  # noqa: E731
-    summary = {
-        **info, "global_step": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_teacher_agreement": trainer.state.best_metric, "dev_before": keep(before), "dev_after": keep(after),
-        "resumed_from": last, "wall_s": round(time.perf_counter() - t0, 2),
-    }
-    atomic_write_json(out_dir / "training_summary.json", summary)
-    log.info("%s: %s", out_dir.name, json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
-    return summary
+    early_stopping_patience: int = field(default=3, metadata={"help": "Evaluations without a gain before stopping."})
+    temperature: float = field(default=1.0, metadata={"help": "Distillation temperature T of the soft-label KL."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "The collator picks the label columns."})
+
+    @classmethod
+    def adapt(cls, kwargs: dict[str, Any], training: TrainingConfig) -> dict[str, Any]:
+        every = training.eval_steps or training.save_steps  # the wrappers pass soft_label_eval_steps(...)
+        return kwargs | {"eval_strategy": "steps", "eval_steps": every, "save_steps": every,
+                         "train_sampling_strategy": "random", "logging_first_step": False,
+                         "save_total_limit": max(2, training.save_total_limit), "load_best_model_at_end": True,
+                         "metric_for_best_model": "teacher_agreement", "greater_is_better": True,
+                         "disable_tqdm": True, "report_to": list(training.report_to)}
+
+
+@dataclass
+class SoftLabelClassifierArguments(SoftLabelTrainingArguments):
+    """The classifier student's loss: ``kl_weight · T²·KL(teacher ‖ student) + ce_weight · CE(gold)``."""
+
+    kl_weight: float = field(default=1.0, metadata={"help": "Weight of the soft-label KL term."})
+    ce_weight: float = field(default=0.0, metadata={"help": "Weight of CE on gold labels (a corpus gold column)."})
+
+    @classmethod
+    def adapt(cls, kwargs: dict[str, Any], training: TrainingConfig) -> dict[str, Any]:
+        return super().adapt(kwargs, training) | {"label_names": list(LABEL_NAMES)}
+
+
+class DevAgreementMixin:
+    """Early stopping on the dev slice's agreement with the teacher, for the soft-label trainers: the dev slice is
+    scored before training (not on a resumed run) and after it (the best checkpoint), and :meth:`summary` reports
+    both with the best checkpoint. Subclasses define ``_label_arrays(eval_pred) -> (logits, task_ids,
+    teacher_label)``."""
+
+    tasks: list[dict[str, Any]]
+    dev_before: dict[str, float]
+    dev_after: dict[str, float]
+
+    def _init_dev(self, tasks: list[dict[str, Any]]) -> None:
+        from transformers import EarlyStoppingCallback
+
+        self.tasks, self.dev_before, self.dev_after = tasks, {}, {}
+        self.compute_metrics = self._agreement  # type: ignore[attr-defined]
+        self.add_callback(EarlyStoppingCallback(early_stopping_patience=self.args.early_stopping_patience))  # type: ignore[attr-defined]
+
+    def _agreement(self, ep: Any) -> dict[str, float]:
+        logits, task_ids, teacher_label = self._label_arrays(ep)
+        return agreement_metrics(np.asarray(logits), np.asarray(task_ids), np.asarray(teacher_label), self.tasks)
+
+    def _label_arrays(self, ep: Any) -> tuple[Any, Any, Any]:
+        raise NotImplementedError
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
+        self.dev_before = self.evaluate() if resume_from_checkpoint is None else {}  # type: ignore[attr-defined]
+        out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)  # type: ignore[misc]
+        self.dev_after = self.evaluate()  # type: ignore[attr-defined]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """This method's part of ``training_summary.json``: best checkpoint and dev agreement before/after."""
+        keep = lambda m: {k: v for k, v in m.items() if "agreement" in k or "accuracy" in k}  # noqa: E731
+        state = self.state  # type: ignore[attr-defined]
+        return {"best_checkpoint": state.best_model_checkpoint, "best_teacher_agreement": state.best_metric,
+                "dev_before": keep(self.dev_before), "dev_after": keep(self.dev_after)}
+
+
+class SoftLabelClassifierTrainer(DevAgreementMixin, Trainer):
+    """``Trainer`` with the label-set losses ``kl_weight · label_kl + ce_weight · label_ce`` (loss registry,
+    :mod:`sentidistill.train.losses`; weights and temperature from ``self.args``), early-stopped on dev agreement.
+    ``tasks``: the corpus's task table (:func:`task_table`), in the order of the model's heads."""
+
+    arguments_class: ClassVar[type] = SoftLabelClassifierArguments
+
+    def __init__(self, model: Any = None, args: SoftLabelClassifierArguments | None = None, *,
+                 tasks: list[dict[str, Any]], processing_class: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("data_collator", SoftLabelCollator(processing_class))
+        super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
+        self._init_dev(tasks)
+
+    def _label_arrays(self, ep: Any) -> tuple[Any, Any, Any]:
+        logits = ep.predictions[0] if isinstance(ep.predictions, tuple) else ep.predictions
+        _, task_ids, teacher_label = ep.label_ids
+        return logits, task_ids, teacher_label
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    task_ids=inputs["task_ids"], token_type_ids=inputs.get("token_type_ids"))
+        args: SoftLabelClassifierArguments = self.args  # type: ignore[assignment]
+        batch = {**inputs, "label_mask": out.label_mask, "temperature": args.temperature}
+        li = LossInputs(logits=out.logits, batch=batch)
+        loss = out.logits.new_zeros(())
+        for name, w in {"label_kl": args.kl_weight, "label_ce": args.ce_weight}.items():
+            if w > 0:
+                value, n = LOSSES.get(name)(li)
+                if int(n) > 0:
+                    loss = loss + w * value
+        return (loss, out) if return_outputs else loss
 
 
 def train_classifier(
@@ -223,13 +261,12 @@ def train_classifier(
     ``cfg`` is a :class:`sentidistill.config.ClassifierConfig` (encoder, head init, loss weights, temperature,
     max length, patience, and ``training``: a :class:`~sentidistill.config.TrainingConfig`). ``init_from``
     continues from a saved classifier instead of building one on ``cfg.encoder``. Resumes from the last
-    checkpoint in ``out_dir/checkpoints``. Writes ``out_dir/final`` (safetensors) and
-    ``out_dir/training_summary.json`` (steps, best dev agreement before/after, wall seconds). Raises
-    ``InputError`` when the corpus has no training or no dev rows."""
-    from transformers import EarlyStoppingCallback
-
+    checkpoint in ``out_dir/checkpoints``. Writes ``out_dir/final`` (safetensors) with its
+    ``training_summary.json`` (steps, best dev agreement before/after, wall seconds). Raises ``InputError`` when
+    the corpus has no training or no dev rows, ConfigError for a training setting the method cannot honour."""
     from sentidistill.data.soft_label_corpus import read_soft_labels
-    from sentidistill.students.classifier import build_classifier, load_classifier, save_classifier
+    from sentidistill.students.classifier import ClassifierKind, build_classifier, load_classifier
+    from sentidistill.train.methods import build_trainer, save_final, train_resumable
 
     t0 = time.perf_counter()
     corpus, out_dir = Path(corpus), Path(out_dir)
@@ -247,21 +284,15 @@ def train_classifier(
     names = model.task_names
     train_ds = encode_rows(train_rows, tok, names, model.k_max, cfg.max_length)
     dev_ds = encode_rows(dev_rows, tok, names, model.k_max, cfg.max_length)
-    args = early_stopping_args(out_dir, cfg.training, len(train_ds), seed=seed, eval_batch_size=128,
-                               label_names=LABEL_NAMES)
-
-    def compute_metrics(ep: Any) -> dict[str, float]:
-        logits = ep.predictions[0] if isinstance(ep.predictions, tuple) else ep.predictions
-        _, task_ids, teacher_label = ep.label_ids
-        return agreement_metrics(np.asarray(logits), np.asarray(task_ids), np.asarray(teacher_label), tasks)
-
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds, data_collator=SoftLabelCollator(tok),
-        compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience)],
-    )
-    trainer.loss_weights = {"label_kl": cfg.kl_weight, "label_ce": cfg.ce_weight}
-    trainer.temperature = cfg.temperature
-    fit_early_stopped(trainer, out_dir, t0, train_rows=len(train_ds), dev_rows=len(dev_ds),
-                      tasks=[t["name"] for t in tasks])
-    final = save_classifier(trainer.model, tok, out_dir / "final")
-    return final
+    every = soft_label_eval_steps(cfg.training, len(train_ds))
+    trainer = build_trainer(
+        "soft_label_classifier", cfg.training, out_dir, seed=seed, model=model, train_dataset=train_ds,
+        eval_dataset=dev_ds, processing_class=tok, trainer_kwargs={"tasks": tasks},
+        eval_steps=every, save_steps=every, per_device_eval_batch_size=128, kl_weight=cfg.kl_weight,
+        ce_weight=cfg.ce_weight, temperature=cfg.temperature, early_stopping_patience=cfg.patience)
+    run = train_resumable(trainer, out_dir)
+    summary = {"method": "soft_label_classifier", "train_rows": len(train_ds), "dev_rows": len(dev_ds),
+               "tasks": [t["name"] for t in tasks], **run, **trainer.summary(),
+               "wall_s": round(time.perf_counter() - t0, 2), "training": cfg.training.model_dump(mode="json")}
+    log.info("%s: %s", out_dir.name, json.dumps({k: summary[k] for k in ("global_step", "best_teacher_agreement")}))
+    return save_final(trainer, out_dir, summary, tokenizer=tok, kind=ClassifierKind.kind)

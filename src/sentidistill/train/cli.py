@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+from pydantic import BaseModel
+
+from sentidistill.config import (
+    ICLDistConfig,
+    OnPolicyConfig,
+    StudentConfig,
+    TrainingConfig,
+    load_config,
+)
+from sentidistill.utils.cli import config_options
 
 _HELP = """Train a student on a distillation corpus (Parquet from `sentidistill teach` / the pipeline).
 
@@ -22,38 +33,40 @@ Examples:
 """
 
 
+#: The config fields that are ``sentidistill train`` options (``--learning-rate`` for ``learning_rate``), by section.
+_SECTIONS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
+    "training": (TrainingConfig, tuple(TrainingConfig.model_fields)),
+    "student": (StudentConfig, ("max_source_length", "max_target_length")),
+    "icldist": (ICLDistConfig, ("kl_weight", "ce_weight")),
+    "onpolicy": (OnPolicyConfig, tuple(OnPolicyConfig.model_fields)),
+}
+
+
+def _override(section: BaseModel, overrides: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """``section`` with the command-line values of its fields; ``model_validate`` re-checks them against the
+    config's bounds (a bad value names its field)."""
+    return type(section).model_validate(section.model_dump() | {k: overrides[k] for k in names if k in overrides})
+
+
+@config_options(*[(model, name) for model, names in _SECTIONS.values() for name in names])
 def train_command(
     student: str = typer.Option(..., "--student", help="Model to train: builtin:minilm-encdec, an HF id, or a local folder."),
     corpus: Path = typer.Option(..., "--corpus", help="Corpus Parquet file (columns source, target[, teacher_logprobs])."),
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoints/ and final/ go inside)."),
     method: str = typer.Option("knowdist", "--method", help="knowdist (sequence-level), icldist (CE + top-k KL) or onpolicy (student generates, local teacher's logits; trl)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline YAML: its training/student/icldist sections are the defaults."),
-    epochs: float | None = typer.Option(None, "--epochs", help="Training epochs."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs when > 0)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-device batch size."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Gradient accumulation steps."),
-    save_steps: int | None = typer.Option(None, "--save-steps", help="Checkpoint every N steps."),
-    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
-    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (merged into the final model)."),
-    max_source_length: int | None = typer.Option(None, "--max-source-length", help="Prompt tokens kept."),
-    max_target_length: int | None = typer.Option(None, "--max-target-length", help="Answer tokens kept."),
-    kl_weight: float | None = typer.Option(None, "--kl-weight", help="icldist: weight of the token-level KL term."),
-    ce_weight: float | None = typer.Option(None, "--ce-weight", help="icldist: weight of the cross-entropy term."),
-    teacher_model: str | None = typer.Option(None, "--teacher-model", help="onpolicy: local causal teacher (HF id, folder, gguf:...) sharing the student's tokenizer."),
-    beta: float | None = typer.Option(None, "--beta", help="onpolicy: generalised JSD, 0 = forward KL, 1 = reverse KL."),
-    max_completion_length: int | None = typer.Option(None, "--max-completion-length", help="onpolicy: tokens the student generates per prompt."),
-    temperature: float | None = typer.Option(None, "--temperature", help="onpolicy: sampling and loss temperature."),
-    report_to: list[str] = typer.Option([], "--report-to", help="Loggers: tensorboard, wandb, mlflow... (repeatable)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for init, data order and dropout."),
+    overrides: dict[str, Any] | None = None,
 ) -> None:
-    from sentidistill.config import ICLDistConfig, OnPolicyConfig, StudentConfig, TrainingConfig, load_config
+    """Every field of the ``training`` section (and the method knobs of ``student``, ``icldist``, ``onpolicy``) is
+    an option of its own name, generated from the config (:func:`sentidistill.utils.cli.config_options`)."""
     from sentidistill.errors import InputError
     from sentidistill.train.engine import METHODS, train_student
 
+    overrides = overrides or {}
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'", field="--method", expected=" or ".join(METHODS))
-    if method == "onpolicy" and not teacher_model:
+    if method == "onpolicy" and not overrides.get("teacher_model"):
         raise InputError("--method onpolicy needs --teacher-model", field="--teacher-model",
                          expected="a local causal model (HF id, folder, gguf:...) sharing the student's tokenizer")
     if config is not None:
@@ -61,23 +74,11 @@ def train_command(
         training, student_cfg, icl, run_seed = cfg.stage_training(method), cfg.student, cfg.icldist, cfg.seed  # type: ignore[arg-type]
     else:
         training, student_cfg, icl, run_seed = TrainingConfig(), StudentConfig(), ICLDistConfig(), 42
-    t_over = {"epochs": epochs, "max_steps": max_steps, "learning_rate": lr, "batch_size": batch_size,
-              "gradient_accumulation_steps": grad_accum, "save_steps": save_steps, "precision": precision,
-              "report_to": list(report_to) or None}
-    if lora:
-        t_over["lora"] = True
-    # model_validate re-checks every override against the config's bounds (a bad value names its field).
-    training = TrainingConfig.model_validate({**training.model_dump(), **{k: v for k, v in t_over.items() if v is not None}})
-    student_cfg = StudentConfig.model_validate({**student_cfg.model_dump(), "model": student, **{
-        k: v for k, v in {"max_source_length": max_source_length, "max_target_length": max_target_length}.items()
-        if v is not None}})
-    icl = ICLDistConfig.model_validate({**icl.model_dump(), **{
-        k: v for k, v in {"kl_weight": kl_weight, "ce_weight": ce_weight}.items() if v is not None}})
-    onpolicy = OnPolicyConfig.model_validate({k: v for k, v in {
-        "teacher_model": teacher_model, "beta": beta, "max_completion_length": max_completion_length,
-        "temperature": temperature}.items() if v is not None})
-    final = train_student(student, corpus, out, training, method=method, student=student_cfg,  # type: ignore[arg-type]
-                          icl=icl, seed=seed if seed is not None else run_seed, onpolicy=onpolicy)
+    sections = {"training": training, "student": student_cfg.model_copy(update={"model": student}), "icldist": icl,
+                "onpolicy": OnPolicyConfig()}
+    given = {key: _override(value, overrides, _SECTIONS[key][1]) for key, value in sections.items()}
+    final = train_student(student, corpus, out, given["training"], method=method, student=given["student"],  # type: ignore[arg-type]
+                          icl=given["icldist"], seed=seed if seed is not None else run_seed, onpolicy=given["onpolicy"])
     print(final)
 
 

@@ -4,7 +4,7 @@ Layout of ``output_dir``::
 
     checkpoints/checkpoint-<step>/   Trainer checkpoints (safetensors + optimizer/scheduler/RNG state)
     final/                           the trained model + tokenizer (save_pretrained), written atomically
-    final/training_info.json         method, corpus, steps, final metrics, token-KD alignment counts
+    final/training_summary.json      method, corpus, steps, final metrics, token-KD alignment counts
 
 Re-running the same call after a crash (even ``kill -9``) resumes from the last complete checkpoint with
 the same data order (the Trainer restores the sampler's epoch/step and the RNG states). Multi-GPU:
@@ -14,11 +14,7 @@ FSDP or DeepSpeed come from accelerate's config; nothing here changes).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -26,9 +22,19 @@ from typing import Any, Literal, get_args
 import torch
 from transformers import TrainerCallback
 
-from sentidistill.config import ICLDistConfig, OnPolicyConfig, StudentConfig, TrainingConfig
+from sentidistill.config import (
+    ICLDistConfig,
+    OnPolicyConfig,
+    StudentConfig,
+    TrainingConfig,
+    check_training_settings,
+)
 from sentidistill.errors import InputError
-from sentidistill.utils.io import atomic_write_json
+from sentidistill.train.arguments import resolve_precision
+from sentidistill.train.methods import last_complete_checkpoint
+
+__all__ = ["METHODS", "BenchEvalCallback", "build_training_args", "last_complete_checkpoint", "load_corpus",
+           "resolve_precision", "sentibench_eval_fn", "train_student"]
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +89,6 @@ def load_corpus(path: str | Path, method: Method) -> tuple[Any, dict[str, int]]:
         raise InputError("no trainable rows in the corpus", path=path,
                          expected="rows with non-empty source and target and a valid status")
     return Dataset.from_list(kept), counts
-
-
-# -- checkpoints -------------------------------------------------------------------------------------
-
-def last_complete_checkpoint(folder: str | Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose trainer state was written (the Trainer writes it last), so a
-    checkpoint torn by a kill during saving is skipped rather than crashing the resume."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for d in folder.iterdir():
-        if d.is_dir() and d.name.startswith("checkpoint-") and d.name[len("checkpoint-"):].isdigit():
-            found.append((int(d.name[len("checkpoint-"):]), d))
-    for _, d in sorted(found, reverse=True):
-        try:
-            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("skipping incomplete checkpoint %s", d)
-            continue
-        if any(d.glob("*.safetensors")):
-            return d
-    return None
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto``: bf16 on a GPU that supports it, else fp32 (fp16 only when asked for)."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 # -- evaluation hook ---------------------------------------------------------------------------------
@@ -181,74 +155,39 @@ def sentibench_eval_fn(tasks: list[str], *, limit: int = 20, shots: int = 0, see
 
 # -- the entry point ---------------------------------------------------------------------------------
 
-def build_training_args(method: Method, output_dir: Path, training: TrainingConfig, student: StudentConfig,
-                        icl: ICLDistConfig | None, seed: int, onpolicy: OnPolicyConfig | None = None) -> Any:
-    """Map our ``TrainingConfig`` onto the method's ``TrainingArguments`` subclass (trl's ``DistillationConfig``
-    for ``onpolicy``)."""
-    from sentidistill.train.trainers import ICLDistTrainingArguments, KnowDistTrainingArguments
-
-    precision = resolve_precision(training.precision)
-    common: dict[str, Any] = dict(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=training.epochs,
-        max_steps=training.max_steps,
-        learning_rate=training.learning_rate,
-        per_device_train_batch_size=training.batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        weight_decay=training.weight_decay,
-        warmup_steps=training.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
-        save_strategy="steps",
-        save_steps=training.save_steps,
-        save_total_limit=training.save_total_limit,
-        logging_steps=training.logging_steps,
-        logging_first_step=True,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        torch_compile=training.torch_compile,
-        use_liger_kernel=training.use_liger_kernel,
-        report_to=training.report_to or "none",
-        dataloader_num_workers=training.dataloader_num_workers,
-        train_sampling_strategy="group_by_length" if training.group_by_length else "random",
-        length_column_name="length",
-        seed=seed,
-        data_seed=seed,
-        eval_strategy="no",
-        max_source_length=student.max_source_length,
-        max_target_length=student.max_target_length,
-        disable_tqdm=not os.isatty(2),
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # Without a GPU, say so: a multi-process CPU launch then forms a gloo process group (DDP on CPU).
-        use_cpu=not torch.cuda.is_available(),
-    )
-    if method == "onpolicy":
-        from sentidistill.train.onpolicy import DistillationConfig
-
-        op = onpolicy or OnPolicyConfig()
-        # trl's sampler replaces length grouping, and it tokenises the prompts itself.
-        for key in ("max_source_length", "max_target_length", "train_sampling_strategy", "length_column_name"):
-            common.pop(key)
-        gpu = torch.cuda.is_available()
-        return DistillationConfig(
-            **common | {"bf16": precision == "bf16" and gpu, "fp16": precision == "fp16" and gpu},
-            # trl defaults to checkpointing (generation + a teacher forward are memory-heavy on a GPU); on a CPU
-            # it only costs time. (transformers 5 name; trl reads the mirrored `gradient_checkpointing`.)
-            activation_checkpointing=gpu,
-            beta=op.beta, temperature=op.temperature, max_completion_length=op.max_completion_length)
+def _method_fields(method: Method, student: StudentConfig, icl: ICLDistConfig | None,
+                   onpolicy: OnPolicyConfig) -> dict[str, Any]:
+    """The method's own arguments-class fields, from the config sections that hold them."""
+    if method == "onpolicy":  # trl tokenises the prompts itself
+        return {"beta": onpolicy.beta, "temperature": onpolicy.temperature,
+                "max_completion_length": onpolicy.max_completion_length}
+    fields: dict[str, Any] = {"max_source_length": student.max_source_length,
+                              "max_target_length": student.max_target_length}
     if method == "icldist":
         icl = icl or ICLDistConfig()
-        return ICLDistTrainingArguments(ce_weight=icl.ce_weight, kl_weight=icl.kl_weight, **common)
-    return KnowDistTrainingArguments(**common)
+        fields |= {"ce_weight": icl.ce_weight, "kl_weight": icl.kl_weight}
+    return fields
 
 
-def _apply_lora(model: Any, task_type: str, r: int) -> Any:
-    """LoRA adapters on every linear layer (``task_type``: peft's ``TaskType`` name, from the student kind)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+def build_training_args(method: Method, output_dir: Path, training: TrainingConfig, student: StudentConfig,
+                        icl: ICLDistConfig | None, seed: int, onpolicy: OnPolicyConfig | None = None) -> Any:
+    """The method's ``TrainingArguments`` subclass for these config sections (the mapping is
+    :func:`sentidistill.train.arguments.trainer_arguments`; trl's ``DistillationConfig`` for ``onpolicy``)."""
+    from sentidistill.train.methods import arguments_for
 
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, target_modules="all-linear",
-                     task_type=TaskType[task_type])
-    model = get_peft_model(model, cfg)
-    model.print_trainable_parameters()
-    return model
+    return arguments_for(method, training, output_dir, seed=seed,
+                         **_method_fields(method, student, icl, onpolicy or OnPolicyConfig()))
+
+
+def _teacher_spec(method: Method, teacher_model: str | Path | None, onpolicy: OnPolicyConfig) -> str:
+    """The on-policy teacher's spec; raises InputError for an unknown method or an on-policy run without one."""
+    if method not in METHODS:
+        raise InputError(f"unknown training method '{method}'", field="method", expected=" or ".join(METHODS))
+    spec = str(teacher_model or onpolicy.teacher_model or "")
+    if method == "onpolicy" and not spec:
+        raise InputError("method 'onpolicy' needs a teacher model", field="teacher_model",
+                         expected="a local causal model (HF id or path, gguf:...) sharing the student's tokenizer")
+    return spec
 
 
 def train_student(
@@ -264,101 +203,50 @@ def train_student(
     teacher_model: str | Path | None = None,
     onpolicy: OnPolicyConfig | None = None,
 ) -> Path:
-    """Train ``model_spec`` on the corpus and return ``output_dir/final`` (model + tokenizer, safetensors).
+    """Train ``model_spec`` on the corpus and return ``output_dir/final`` (model + tokenizer, safetensors, and
+    ``training_summary.json``: method, corpus, steps, final metrics, token-KD alignment counts).
 
     Resumes from the last complete checkpoint in ``output_dir/checkpoints`` when there is one.
     ``method="icldist"`` adds the token-level KL term (weights from ``icl``). ``method="onpolicy"`` distils
     the local causal ``teacher_model`` (a spec for ``load_model``; default ``onpolicy.teacher_model``) on the
     student's own completions to the corpus prompts, with trl's ``DistillationTrainer`` (knobs in ``onpolicy``).
     ``eval_fn(model, tokenizer)``, when given with ``training.eval_steps``, is called every ``eval_steps`` steps
-    and its scores are logged.
+    and its scores are logged. Raises InputError (bad method, corpus or model pair) or ConfigError (a training
+    setting the method cannot honour) before any training.
     """
     from transformers import set_seed
 
     from sentidistill.students import load_student
-    from sentidistill.students.base import write_kind_marker
-    from sentidistill.train.trainers import ICLDistTrainer, KnowDistTrainer
+    from sentidistill.train.methods import build_trainer, prepare_model, save_final, train_resumable
 
-    if method not in METHODS:
-        raise InputError(f"unknown training method '{method}'", field="method", expected=" or ".join(METHODS))
     onpolicy = onpolicy or OnPolicyConfig()
-    teacher_spec = str(teacher_model or onpolicy.teacher_model or "")
-    if method == "onpolicy" and not teacher_spec:
-        raise InputError("method 'onpolicy' needs a teacher model", field="teacher_model",
-                         expected="a local causal model (HF id or path, gguf:...) sharing the student's tokenizer")
+    teacher_spec = _teacher_spec(method, teacher_model, onpolicy)
+    check_training_settings(training, method)
     student = student or StudentConfig()
-    output_dir = Path(output_dir)
     set_seed(seed)
     dataset, corpus_counts = load_corpus(corpus_path, method)
     lm = load_student(str(model_spec), student.kind)
     lm.require_method(method)  # before any (large) teacher loads
-    model = lm.model
-    teacher = None
+    extra: dict[str, Any] = {}
     if method == "onpolicy":
         from sentidistill.train.onpolicy import load_teacher
 
         precision = resolve_precision(training.precision)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if torch.cuda.is_available() else None
-        teacher = load_teacher(teacher_spec, model, lm.tokenizer, dtype=dtype)
-    model.train()
-    if training.lora:
-        model = _apply_lora(model, lm.lora_task_type, training.lora_r)
-    args = build_training_args(method, output_dir, training, student, icl, seed, onpolicy)
-    callbacks = []
-    bench_cb = None
-    if eval_fn is not None and training.eval_steps:
-        bench_cb = BenchEvalCallback(eval_fn, training.eval_steps)
-        callbacks.append(bench_cb)
-    if method == "onpolicy":
-        from sentidistill.train.onpolicy import OnPolicyTrainer
-
-        trainer: Any = OnPolicyTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
-                                       processing_class=lm.tokenizer, callbacks=callbacks)
-    else:
-        trainer_cls = lm.trainer_class(method) or (ICLDistTrainer if method == "icldist" else KnowDistTrainer)
-        trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=lm.tokenizer,
-                              callbacks=callbacks)
+        extra["teacher_model"] = load_teacher(teacher_spec, lm.model, lm.tokenizer, dtype=dtype)
+    model = prepare_model(lm.model, training, lm.lora_task_type)
+    bench_cb = BenchEvalCallback(eval_fn, training.eval_steps) if eval_fn is not None and training.eval_steps else None
+    trainer = build_trainer(method, training, output_dir, seed=seed, model=model, train_dataset=dataset,
+                            processing_class=lm.tokenizer, callbacks=[bench_cb] if bench_cb else [],
+                            trainer_class=lm.trainer_class(method), trainer_kwargs=extra,
+                            **_method_fields(method, student, icl, onpolicy))
     if bench_cb is not None:
         bench_cb.trainer = trainer
-    resume = last_complete_checkpoint(output_dir / "checkpoints")
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    final = output_dir / "final"
-    tmp = output_dir / ".final.partial"
-    if trainer.is_world_process_zero() and tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.accelerator.wait_for_everyone()
-    to_save = trainer.model
-    if training.lora and trainer.is_world_process_zero():
-        # Downstream stages load a plain model: fold the adapters into the weights.
-        to_save = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        to_save.save_pretrained(tmp, safe_serialization=True)
-    else:
-        trainer.save_model(str(tmp))  # gathers FSDP/DeepSpeed shards; writes on the main process only
-    if trainer.is_world_process_zero():
-        lm.tokenizer.save_pretrained(tmp)
-        write_kind_marker(tmp, lm.kind)  # load_student(final) picks the same student kind
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_info.json says the same
-        kd = getattr(trainer, "kd_stats", None)
-        info = {
-            "method": method, "base_model": str(model_spec), "corpus": str(corpus_path), "corpus_rows": corpus_counts,
-            "global_step": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
-            "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, int | float) and math.isfinite(v)},
-            "token_kd": kd.to_dict() if kd is not None else None,
-            "bench_history": bench_cb.history if bench_cb else [],
-            "training": training.model_dump(mode="json"),
-        }
-        if method == "onpolicy":
-            info["onpolicy"] = onpolicy.model_dump(mode="json") | {"teacher_model": teacher_spec}
-        atomic_write_json(tmp / "training_info.json", info)
-        old = output_dir / ".final.old"
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        log.info("saved %s (%d steps)", final, trainer.state.global_step)
-    trainer.accelerator.wait_for_everyone()
-    return final
+    run = train_resumable(trainer, output_dir)
+    summary = {"method": method, "base_model": str(model_spec), "corpus": str(corpus_path),
+               "corpus_rows": corpus_counts, **run, "token_kd": None,
+               **(trainer.summary() if hasattr(trainer, "summary") else {}),
+               "bench_history": bench_cb.history if bench_cb else [], "training": training.model_dump(mode="json")}
+    if method == "onpolicy":
+        summary["onpolicy"] = onpolicy.model_dump(mode="json") | {"teacher_model": teacher_spec}
+    return save_final(trainer, output_dir, summary, tokenizer=lm.tokenizer, kind=lm.kind)

@@ -11,7 +11,8 @@ used: trl 1.16's ``DistillationTrainer`` trains on its own generations only (no 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -22,11 +23,29 @@ from sentidistill.errors import InputError
 from sentidistill.students import student_for
 from sentidistill.students.collate import parse_messages, source_text
 from sentidistill.train.align import tokenizer_difference
+from sentidistill.train.arguments import ConfigArguments, resolve_precision
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillationConfig", "OnPolicyTrainer", "check_distillable", "corpus_prompts", "load_teacher",
-           "require_causal"]
+__all__ = ["DistillationConfig", "OnPolicyTrainer", "OnPolicyTrainingArguments", "check_distillable",
+           "corpus_prompts", "load_teacher", "require_causal"]
+
+
+@dataclass
+class OnPolicyTrainingArguments(ConfigArguments, DistillationConfig):
+    """trl's ``DistillationConfig`` (``beta``, ``temperature``, ``max_completion_length``, ...) built from a
+    :class:`~sentidistill.config.TrainingConfig`: no length grouping (trl's sampler orders the prompts, and trl
+    tokenises them itself), mixed precision and activation checkpointing on a GPU only."""
+
+    @classmethod
+    def adapt(cls, kwargs: dict[str, Any], training: Any) -> dict[str, Any]:
+        gpu = torch.cuda.is_available()
+        precision = resolve_precision(training.precision)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("train_sampling_strategy", "length_column_name")}
+        # trl defaults to checkpointing (generation + a teacher forward are memory-heavy on a GPU); on a CPU it
+        # only costs time. (transformers 5 name; trl reads the mirrored `gradient_checkpointing`.)
+        return kwargs | {"bf16": precision == "bf16" and gpu, "fp16": precision == "fp16" and gpu,
+                         "activation_checkpointing": gpu}
 
 
 def corpus_prompts(dataset: Dataset, tokenizer: Any) -> Dataset:
@@ -108,6 +127,8 @@ class _EpochSeededRepeatSampler(RepeatSampler):
 class OnPolicyTrainer(DistillationTrainer):
     """trl's ``DistillationTrainer`` (its ``compute_loss``: chunked generalised JSD on the student's own
     completions) that takes a sentidistill corpus (``source`` column) like the other methods' trainers."""
+
+    arguments_class: ClassVar[type] = OnPolicyTrainingArguments
 
     def __init__(self, model: Any, teacher_model: Any, args: DistillationConfig | None = None,
                  train_dataset: Dataset | None = None, processing_class: Any = None, **kwargs: Any) -> None:

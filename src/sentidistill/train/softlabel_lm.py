@@ -18,13 +18,23 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from transformers import Trainer
 
+from sentidistill.config import check_training_settings
 from sentidistill.errors import InputError
+from sentidistill.train.classifier import (
+    DevAgreementMixin,
+    SoftLabelTrainingArguments,
+    soft_label_eval_steps,
+    split_corpus,
+)
+from sentidistill.train.losses import LOSSES, LossInputs
 
 log = logging.getLogger(__name__)
 
@@ -97,37 +107,50 @@ def label_logits(student: Any, batch: dict[str, Any], max_length: int) -> torch.
     return out
 
 
-def _trainer_class() -> type:
-    from transformers import Trainer
+@dataclass
+class SoftLabelLMArguments(SoftLabelTrainingArguments):
+    """The generative student's label-distribution KL: ``T²·KL(teacher ‖ softmax(s / T))`` over the label words'
+    sequence log-likelihoods ``s``, prompts cut at ``max_length`` tokens."""
 
-    from sentidistill.train.losses import LOSSES, LossInputs
+    max_length: int = field(default=256, metadata={"help": "Prompt tokens kept when scoring the label words."})
 
-    class LabelKLTrainer(Trainer):
-        """``label_kl`` between the teacher's soft labels and the student's label-set distribution."""
 
-        student: Any = None
-        temperature: float = 1.0
-        max_length: int = 256
+class SoftLabelLMTrainer(DevAgreementMixin, Trainer):
+    """``label_kl`` between the teacher's soft labels and the student's label-set distribution, early-stopped on
+    dev agreement. ``student``: the :class:`~sentidistill.students.base.Student` wrapping ``model`` (it renders
+    and scores the label continuations); ``tasks``: the corpus's tasks in ``task_id`` order."""
 
-        def _loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-            self.student.model = model  # the Trainer's (possibly wrapped) model computes the scores
-            logits = label_logits(self.student, inputs, self.max_length)
-            batch = {**inputs, "temperature": self.temperature}
-            value, _ = LOSSES.get("label_kl")(LossInputs(logits=logits, batch=batch))
-            return value, logits
+    arguments_class: ClassVar[type] = SoftLabelLMArguments
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def __init__(self, model: Any = None, args: SoftLabelLMArguments | None = None, *, student: Any,
+                 tasks: list[dict[str, Any]], **kwargs: Any) -> None:
+        kwargs.setdefault("data_collator", LabelSetCollator())
+        super().__init__(model=model, args=args, **kwargs)
+        self.student = student
+        self._init_dev(tasks)
+
+    def _label_arrays(self, ep: Any) -> tuple[Any, Any, Any]:
+        teacher_label, task_ids = ep.label_ids
+        return ep.predictions, task_ids, teacher_label
+
+    def _loss(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        args: SoftLabelLMArguments = self.args  # type: ignore[assignment]
+        self.student.model = model  # the Trainer's (possibly wrapped) model computes the scores
+        logits = label_logits(self.student, inputs, args.max_length)
+        batch = {**inputs, "temperature": args.temperature}
+        value, _ = LOSSES.get("label_kl")(LossInputs(logits=logits, batch=batch))
+        return value, logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, logits = self._loss(model, inputs)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
             loss, logits = self._loss(model, inputs)
-            return (loss, {"logits": logits}) if return_outputs else loss
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            with torch.no_grad():
-                loss, logits = self._loss(model, inputs)
-            if prediction_loss_only:
-                return loss.detach(), None, None
-            return loss.detach(), logits.detach(), (inputs["teacher_label"], inputs["task_ids"])
-
-    return LabelKLTrainer
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        return loss.detach(), logits.detach(), (inputs["teacher_label"], inputs["task_ids"])
 
 
 def train_generative_on_soft_labels(
@@ -135,26 +158,20 @@ def train_generative_on_soft_labels(
     temperature: float = 1.0, patience: int = 3, max_length: int = 256, seed: int = 42,
 ) -> Path:
     """Train a seq2seq or causal student on a soft-label corpus with the label-distribution KL; returns
-    ``out_dir/final`` (the student saved by its kind, safetensors). Resumes from ``out_dir/checkpoints``;
-    early-stops on dev agreement with the teacher (``patience`` evaluations). Writes
-    ``out_dir/training_summary.json``. Raises InputError for a student kind that cannot generate, a corpus
-    without training or dev rows, or tasks missing from the registry."""
-    import shutil
-
+    ``out_dir/final`` (the student's weights (safetensors), tokenizer and kind marker, with its
+    ``training_summary.json``). Resumes from ``out_dir/checkpoints``; early-stops on dev agreement with the
+    teacher (``patience`` evaluations). Raises InputError for a student kind that cannot generate, a corpus
+    without training or dev rows, or tasks missing from the registry; ConfigError for a ``training`` value the
+    method cannot honour."""
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback
 
     from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.students import load_student
-    from sentidistill.train.classifier import (
-        agreement_metrics,
-        early_stopping_args,
-        fit_early_stopped,
-        split_corpus,
-    )
+    from sentidistill.train.methods import build_trainer, save_final, train_resumable
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    check_training_settings(training, "soft_label_lm", where="soft_labels.generative_training")
     rows = read_soft_labels(corpus)
     train_rows, dev_rows = split_corpus(rows, Path(corpus))
     student = load_student(student_spec, kind)
@@ -166,24 +183,14 @@ def train_generative_on_soft_labels(
     tasks = [{"name": n, "labels": next(r["labels"] for r in rows if r["task"] == n)} for n in task_names]
     train_ds = Dataset.from_list(build_rows(train_rows, student, task_names))
     dev_ds = Dataset.from_list(build_rows(dev_rows, student, task_names))
-    args = early_stopping_args(out_dir, training, len(train_ds), seed=seed, eval_batch_size=training.batch_size)
-
-    def compute_metrics(ep: Any) -> dict[str, float]:
-        teacher_label, task_ids = ep.label_ids
-        return agreement_metrics(np.asarray(ep.predictions), np.asarray(task_ids), np.asarray(teacher_label), tasks)
-
-    trainer = _trainer_class()(
-        model=student.model, args=args, train_dataset=train_ds, eval_dataset=dev_ds, data_collator=LabelSetCollator(),
-        compute_metrics=compute_metrics, callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
-    )
-    trainer.student, trainer.temperature, trainer.max_length = student, temperature, max_length
-    fit_early_stopped(trainer, out_dir, t0, student=student_spec, kind=student.kind, train_rows=len(train_ds),
-                      dev_rows=len(dev_ds))
-    final, tmp = out_dir / "final", out_dir / ".final.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # as train_student saves: weights (safetensors) + config, main process only
-    student.tokenizer.save_pretrained(tmp)
-    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_summary.json says the same
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    every = soft_label_eval_steps(training, len(train_ds))
+    trainer = build_trainer(
+        "soft_label_lm", training, out_dir, seed=seed, model=student.model, train_dataset=train_ds,
+        eval_dataset=dev_ds, trainer_kwargs={"student": student, "tasks": tasks}, eval_steps=every,
+        save_steps=every, per_device_eval_batch_size=training.batch_size, temperature=temperature,
+        max_length=max_length, early_stopping_patience=patience)
+    run = train_resumable(trainer, out_dir)
+    summary = {"method": "soft_label_lm", "student": student_spec, "kind": student.kind,
+               "train_rows": len(train_ds), "dev_rows": len(dev_ds), **run, **trainer.summary(),
+               "wall_s": round(time.perf_counter() - t0, 2), "training": training.model_dump(mode="json")}
+    return save_final(trainer, out_dir, summary, tokenizer=student.tokenizer, kind=student.kind)

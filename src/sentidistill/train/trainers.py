@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from datasets import Dataset
@@ -34,6 +34,7 @@ from sentidistill.train.align import (
     parse_teacher_logprobs,
 )
 from sentidistill.train.answer_logits import answer_ce, answer_logits, answer_teacher
+from sentidistill.train.arguments import ConfigArguments
 from sentidistill.train.losses import LOSSES, LossInputs, loss_weights
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _LOG_NAMES = {"topk_kl": "kl"}  # training-log names of the loss terms (``ce``, 
 
 
 @dataclass
-class KnowDistTrainingArguments(Seq2SeqTrainingArguments):
+class KnowDistTrainingArguments(ConfigArguments, Seq2SeqTrainingArguments):
     """``Seq2SeqTrainingArguments`` plus how corpus rows become tokens."""
 
     max_source_length: int = field(default=256, metadata={"help": "Prompt/source tokens kept."})
@@ -55,7 +56,7 @@ class KnowDistTrainingArguments(Seq2SeqTrainingArguments):
 
 
 @dataclass
-class ICLDistTrainingArguments(TrainingArguments):
+class ICLDistTrainingArguments(ConfigArguments, TrainingArguments):
     """``TrainingArguments`` plus the ICLDist loss weights and tokenisation limits."""
 
     ce_weight: float = field(default=1.0, metadata={"help": "Weight of the sequence-level cross-entropy."})
@@ -161,6 +162,8 @@ class _MetricsMixin:
 class KnowDistTrainer(_ResumableSamplerMixin, _MetricsMixin, Seq2SeqTrainer):
     """Sequence-level KD: plain cross-entropy on the teacher's answers (prompt positions masked)."""
 
+    arguments_class: ClassVar[type] = KnowDistTrainingArguments
+
     def __init__(self, model: Any = None, args: KnowDistTrainingArguments | None = None,
                  train_dataset: Dataset | None = None, processing_class: Any = None,
                  data_collator: Any = None, **kwargs: Any) -> None:
@@ -184,6 +187,8 @@ class ICLDistTrainer(_ResumableSamplerMixin, _MetricsMixin, Trainer):
     """``ce_weight * CE + kl_weight * KL(teacher top-k || student)``, KL averaged over answer tokens with
     teacher log-probs. Examples whose tokens don't align with the teacher's are trained on CE only and
     counted (``self.kd_stats``; ``kd_examples_fallback`` in every training log)."""
+
+    arguments_class: ClassVar[type] = ICLDistTrainingArguments
 
     def __init__(self, model: Any = None, args: ICLDistTrainingArguments | None = None,
                  train_dataset: Dataset | None = None, processing_class: Any = None,
@@ -243,3 +248,7 @@ class ICLDistTrainer(_ResumableSamplerMixin, _MetricsMixin, Trainer):
         if "loss" in logs or "train_runtime" in logs:
             logs.update(self.kd_stats.as_metrics())
         super().log(logs, start_time)
+
+    def summary(self) -> dict[str, Any]:
+        """This method's part of ``training_summary.json``: the token-level alignment counts."""
+        return {"token_kd": self.kd_stats.to_dict()}

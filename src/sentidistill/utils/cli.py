@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -60,3 +63,65 @@ def quiet_third_party(verbose: bool = False) -> None:
         disable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
+
+
+def _option_type(annotation: Any) -> Any:
+    """The typer type of a pydantic field annotation (``Literal``s become ``str``, checked by pydantic later)."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _option_type(args[0]) | None
+    if origin is typing.Literal:
+        return str | None
+    if origin is list:
+        return list[args[0]] | None if args else list[str] | None
+    return annotation | None
+
+
+def config_options(*fields: tuple[type, str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add one typer option per ``(PydanticModel, field)`` to a command: ``--field-name`` (the field's name with
+    dashes; its description is the help), plus each spelling in the field's ``json_schema_extra["aliases"]`` as a
+    hidden option. The command receives the values given as ``overrides: dict[field, value]`` (fields not given
+    on the command line are absent). Booleans get ``--name/--no-name``; lists are repeatable options.
+
+    Raises ``typer.BadParameter`` (at call time) when a field is given under two spellings."""
+    import inspect
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn, eval_str=True)
+        params = [p for n, p in sig.parameters.items() if n != "overrides"]
+        spellings: dict[str, str] = {}  # parameter name -> field name
+        for model, name in fields:
+            info = model.model_fields[name]
+            flag = "--" + name.replace("_", "-")
+            kind = _option_type(info.annotation)
+            decl = f"{flag}/--no-{name.replace('_', '-')}" if info.annotation is bool else flag
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            options = [(name, typer.Option(None, decl, help=info.description or name.replace("_", " ")))]
+            options += [(f"{name}__alias{i}", typer.Option(None, alias, hidden=True))
+                        for i, alias in enumerate(extra.get("aliases", []))]
+            for pname, default in options:
+                params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                                annotation=kind))
+                spellings[pname] = name
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            overrides: dict[str, Any] = {}
+            for pname, name in spellings.items():
+                value = kwargs.pop(pname)
+                if value is None or value == []:
+                    continue
+                if name in overrides:
+                    raise typer.BadParameter(f"--{name.replace('_', '-')} given twice (under two spellings)")
+                overrides[name] = list(value) if isinstance(value, list | tuple) else value
+            return fn(**kwargs, overrides=overrides)
+
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
