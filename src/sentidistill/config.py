@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sentidistill.errors import ConfigError
 from sentidistill.teacher.config import TeacherConfig
 from sentidistill.utils.io import stable_hash
+from sentidistill.utils.schema import field_homes, validation_error_lines
 
 
 class _Section(BaseModel):
@@ -264,19 +265,29 @@ _ADDED_AT_DEFAULT: dict[str, Any] = {
 }
 
 
+def config_field_homes() -> dict[str, list[str]]:
+    """Field name -> where the pipeline config takes it (every section walked, plus each teacher backend's
+    options, which sit flat in ``teacher``), for "it belongs in ..." hints."""
+    from sentidistill.teacher.config import TEACHERS, options_class
+
+    extra: dict[str, list[str]] = {}
+    for kind in TEACHERS.names():
+        try:
+            fields = options_class(kind).model_fields
+        except Exception:  # noqa: BLE001 - a backend whose module cannot load only loses its hints
+            continue
+        for name in fields:
+            extra.setdefault(name, []).append(f"teacher.{name} (with kind: {kind})")
+    return field_homes(PipelineConfig, extra)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: the field path, the value given, and what was expected."""
+    """One line per problem: the field path, what is wrong, the value given; an unknown field says where it
+    belongs (``sentidistill.utils.schema.validation_error_lines``; contract in docs/errors.md)."""
+    homes = config_field_homes() if any(e["type"] == "extra_forbidden" for e in exc.errors()) else {}
     lines = [f"invalid config {source}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = err.get("input")
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `sentidistill config --example` lists every field)"
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        lines.append(f"  - {loc}: {msg}; got {shown}")
+    lines += [f"  - {line}" for line in validation_error_lines(exc, homes)]
+    lines.append("  (`sentidistill config --example` lists every field)")
     return "\n".join(lines)
 
 
