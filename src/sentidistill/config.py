@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sentidistill.errors import ConfigError
 from sentidistill.teacher.config import TeacherConfig
@@ -149,7 +149,7 @@ class ClassifierConfig(_Section):
 
     enabled: bool = Field(False, description="Train and bench the classifier student (needs soft_labels).")
     encoder: str = Field("builtin:minilm", description="builtin:minilm (all-MiniLM-L6-v2, offline) or any Hugging Face encoder id or path.")
-    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text.")
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text (cut to the encoder's own position limit, e.g. 512 for MiniLM; longer texts are truncated).")
     head_init: Literal["label_embeddings", "random"] = Field("label_embeddings", description="label_embeddings: heads start as a zero-shot label-similarity classifier (the 'before' row).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(1.0, gt=0.0, description="Distillation temperature T of the soft-label KL (Hinton et al. 2015).")
@@ -157,6 +157,18 @@ class ClassifierConfig(_Section):
     ce_weight: float = Field(0.0, ge=0.0, description="Weight of CE on gold labels, for corpora that have a gold column.")
     patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=4, learning_rate=1e-4, batch_size=32, save_steps=50, eval_steps=None, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length_fits_encoder(cls, v: int, info: ValidationInfo) -> int:
+        # Known encoders are checked here; any other is cut to its own limit, with a warning, when it is built.
+        from sentidistill.core.assets import KNOWN_ENCODER_POSITIONS
+
+        encoder = info.data.get("encoder")
+        limit = KNOWN_ENCODER_POSITIONS.get(encoder) if isinstance(encoder, str) else None
+        if limit is not None and v > limit:
+            raise ValueError(f"{v} is more than encoder {encoder} reads ({limit} positions); use at most {limit}")
+        return v
 
 
 class BenchConfig(_Section):

@@ -17,30 +17,34 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models an annotation can hold (``Model``, ``Model | None``, ``SerializeAsAny[Model]``)."""
+def _models_in(annotation: Any, item: str = "") -> list[tuple[type[BaseModel], str]]:
+    """The pydantic models an annotation can hold, each with the path step to reach it: ``""`` for a section
+    (``Model``, ``Model | None``, ``SerializeAsAny[Model]``), ``"[]"`` for the items of ``list[Model]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    out: list[type[BaseModel]] = []
+        return [(annotation, item)]
+    out: list[tuple[type[BaseModel], str]] = []
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _models_in(typing.get_args(annotation)[0])
+        return _models_in(typing.get_args(annotation)[0], item)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            out.extend(_models_in(arg))
+            out.extend(_models_in(arg, item))
+    elif origin in (list, tuple) and not item:
+        for arg in typing.get_args(annotation):
+            out.extend(_models_in(arg, "[]"))
     return out
 
 
 def walk_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[BaseModel], str]]:
     """Every field of ``model`` and of its nested section models, depth first, as ``(dotted path, the model
-    that declares it, field name)``; a nested section is listed, then its fields. Lists and dicts of models
-    (``labels: list[LabelSpec]``) are not entered: their items have no fixed path."""
+    that declares it, field name)``; a nested section is listed, then its fields. The items of a list of
+    models are written ``labels[].verbalizer``."""
     out: list[tuple[str, type[BaseModel], str]] = []
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
         out.append((path, model, name))
-        for sub in _models_in(info.annotation):
-            out.extend(walk_fields(sub, prefix=path + "."))
+        for sub, step in _models_in(info.annotation):
+            out.extend(walk_fields(sub, prefix=f"{path}{step}."))
     return out
 
 
@@ -80,7 +84,7 @@ def validation_error_lines(exc: ValidationError, homes: dict[str, list[str]]) ->
     for err in exc.errors():
         parts = [str(p) for p in err["loc"]]
         loc = ".".join(parts) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and parts:
             name = parts[-1]
             section = ".".join(parts[:-1]) or "the top level"
