@@ -17,7 +17,12 @@ import pytest
 
 from sentidistill.config import ClassifierConfig, load_config
 from sentidistill.errors import ConfigError
-from sentidistill.students.classifier import build_classifier, encoder_position_limit, load_classifier, save_classifier
+from sentidistill.students.classifier import (
+    build_classifier,
+    encoder_position_limit,
+    load_classifier,
+    save_classifier,
+)
 
 POSITIONS = 64
 LONG = " ".join(["the film was great but the plot was dull"] * 60)  # ~600 tokens, far past 64
@@ -67,6 +72,19 @@ def test_build_clamps_to_the_encoder_and_predicts_long_text(short_encoder, max_l
     assert ("positions" in caplog.text) == (max_length > POSITIONS)  # warned exactly when cut
     p = model.predict_proba(tok, "toy", [LONG, "great"])
     assert p.shape == (2, 3) and np.allclose(p.sum(1), 1.0)
+
+
+def test_a_tokenizer_limit_below_the_positions_is_obeyed(short_encoder, tmp_path):
+    import shutil
+
+    enc = tmp_path / "enc48"
+    shutil.copytree(short_encoder, enc)
+    tc = json.loads((enc / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tc["model_max_length"] = 48  # the tokenizer's own limit, below the encoder's 64 positions
+    (enc / "tokenizer_config.json").write_text(json.dumps(tc), encoding="utf-8")
+    model, tok = build_classifier(str(enc), TASKS, max_length=4096)
+    assert model.config.max_seq_length == 48
+    assert model.predict_proba(tok, "toy", [LONG]).shape == (1, 3)
 
 
 def test_checkpoint_saved_past_the_limit_loads_at_the_limit(short_encoder, tmp_path):

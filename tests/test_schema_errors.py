@@ -172,7 +172,7 @@ def test_load_records_refuses_an_option_the_reader_does_not_take(tmp_path):
 
     f = tmp_path / "x.jsonl"
     f.write_text('{"text": "a", "label": "b"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match="label_names.*read_table.*text_field, label_field, encoding, quoting"):
+    with pytest.raises(InputError, match=r"label_names.*read_table.*text_field, label_field, encoding, quoting"):
         load_records("jsonl", f, label_names={0: "neg"})
     assert load_records("jsonl", f, label_field="label")[0]["label"] == "b"
 

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sentidistill.errors import ConfigError
 from sentidistill.teacher.config import TeacherConfig
@@ -286,7 +294,7 @@ def config_field_homes() -> dict[str, list[str]]:
     for kind in TEACHERS.names():
         try:
             fields = options_class(kind).model_fields
-        except Exception:  # noqa: BLE001 - a backend whose module cannot load only loses its hints
+        except Exception:  # a backend whose module cannot load only loses its hints
             continue
         for name in fields:
             extra.setdefault(name, []).append(f"teacher.{name} (with kind: {kind})")
