@@ -164,3 +164,41 @@ def test_icl_shots_span_min_to_max_inclusive_and_max_can_use_every_other_row(tmp
     assert {len(p.demos) for p in build_icl_prompts(cfg, seed=0)} == {4}
     with pytest.raises(InputError, match="max_shots"):
         build_icl_prompts(ICLDistConfig(tasks=[task], n_prompts=10, min_shots=5, max_shots=5), seed=0)
+
+
+class _RecordingAdapter:
+    """Answers the first label for every prompt and keeps the prompts it was shown."""
+
+    prompt_style = "plain"
+    name = "rec"
+
+    def __init__(self):
+        self.prompts = []
+
+    def choose(self, prompts, words, *, task="", rows=None):
+        from sentidistill.bench.models import Answer
+
+        self.prompts.extend(prompts)
+        return [Answer(text=words[0], scores=[0.0] + [-1.0] * (len(words) - 1)) for _ in prompts]
+
+    def generate(self, prompts, max_new_tokens, *, task="", stop=None):
+        self.prompts.extend(prompts)
+        return ["negative"] * len(prompts)
+
+
+@pytest.mark.parametrize("n", [29, 30, 31])
+def test_bench_max_chars_and_limit_at_exactly_their_values(tmp_path, n):
+    from sentidistill.bench import get_task
+    from sentidistill.bench.runner import run_task
+
+    marker = "Q" * n + "END"
+    texts = [marker, "a short one", "another text", "a third text", "and a fourth"]
+    task = get_task(str(_task(tmp_path, texts)))
+    adapter = _RecordingAdapter()
+    entry = run_task(adapter, task, shots=0, max_chars=30, limit=5, bootstrap=0)
+    assert entry["n"] == 5  # limit == the split size: every row
+    shown = [p for p in adapter.prompts if "Q" in p]
+    assert len(shown) == 1
+    body = shown[0].split("Sentence: ", 1)[1].split("\n", 1)[0]
+    assert body == marker[:30]  # cut at exactly max_chars, the marker kept when it fits
+    assert run_task(_RecordingAdapter(), task, shots=0, limit=4, bootstrap=0)["n"] == 4
