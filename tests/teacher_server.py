@@ -30,9 +30,25 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 _REPLY = re.compile(r"<<reply:(.*?)>>", re.DOTALL)
+# <<lp:TOKEN=VALUE,...>> anywhere in a user message: report TOKEN (generated or alternative) with log-prob VALUE,
+# written to the wire as given: -inf / nan as the bare JSON constants -Infinity / NaN (what Python servers such as
+# aphrodite, lmdeploy and mlx emit), "str:X" as the JSON string "X", null as null.
+_LP = re.compile(r"<<lp:(.*?)>>", re.DOTALL)
+
+
+def _lp_overrides(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in messages:
+        if m.get("role") != "user":
+            continue
+        for spec in _LP.findall(str(m.get("content") or "")):
+            for item in spec.split(","):
+                tok, _, val = item.strip().partition("=")
+                out[tok] = (val[4:] if val.startswith("str:") else None if val == "null" else float(val))
+    return out
 _REPAIR = re.compile(r"<<repair:(.*?)>>", re.DOTALL)
 
 
@@ -95,7 +111,7 @@ def create_app(latency_s: float = 0.0) -> FastAPI:
         return {"total": state["total"], "by_prompt": dict(counts), "auth_sha256": state["auth_sha256"]}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> JSONResponse:
+    async def chat(request: Request) -> Response:
         body = await request.json()
         messages = body.get("messages") or []
         state["total"] += 1
@@ -110,20 +126,27 @@ def create_app(latency_s: float = 0.0) -> FastAPI:
         tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
         text = "".join(tokens)
         logprobs = None
+        overrides = _lp_overrides(messages)
         if body.get("logprobs"):
             k = int(body.get("top_logprobs") or 0)
             content = []
             for pos, tok in enumerate(tokens):
-                lp = _logprob(tok, pos)
+                lp = overrides.get(tok.strip(), _logprob(tok, pos))
                 top = [{"token": tok, "logprob": lp, "bytes": None}]
+                other = None
                 if tok in ("positive", "negative"):  # the runner-up label, so restricted scoring has a choice
                     other = "negative" if tok == "positive" else "positive"
-                    top.append({"token": other, "logprob": lp - 1.5, "bytes": None})
-                top += [{"token": f" alt{j}", "logprob": lp - 2 - j, "bytes": None} for j in range(1, k)]
+                    top.append({"token": other, "logprob": overrides.get(other, _logprob(tok, pos) - 1.5),
+                                "bytes": None})
+                for word, value in overrides.items():  # other labels the test names, e.g. "neutral"
+                    if word not in (tok.strip(), other):
+                        top.append({"token": word, "logprob": value, "bytes": None})
+                base = _logprob(tok, pos)
+                top += [{"token": f" alt{j}", "logprob": base - 2 - j, "bytes": None} for j in range(1, k)]
                 content.append({"token": tok, "logprob": lp, "bytes": None, "top_logprobs": top[:k]})
             logprobs = {"content": content}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
-        return JSONResponse(
+        return _json_response(
             {
                 "id": f"chatcmpl-{state['total']}",
                 "object": "chat.completion",
@@ -146,6 +169,11 @@ def create_app(latency_s: float = 0.0) -> FastAPI:
         )
 
     return app
+
+
+def _json_response(content: dict[str, Any]) -> Response:
+    """JSON with -Infinity/NaN written as Python's json writes them (Starlette's JSONResponse refuses them)."""
+    return Response(json.dumps(content, ensure_ascii=False), media_type="application/json")
 
 
 def free_port() -> int:

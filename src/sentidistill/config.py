@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from sentidistill.errors import ConfigError
 from sentidistill.teacher.config import TeacherConfig
 from sentidistill.utils.io import stable_hash
+from sentidistill.utils.schema import field_homes, validation_error_lines
 
 
 class _Section(BaseModel):
@@ -249,7 +258,7 @@ class ClassifierConfig(_Section):
 
     enabled: bool = Field(False, description="Train and bench the classifier student (needs soft_labels).")
     encoder: str = Field("builtin:minilm", description="builtin:minilm (all-MiniLM-L6-v2, offline) or any Hugging Face encoder id or path.")
-    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text.")
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text (cut to the encoder's own position limit, e.g. 512 for MiniLM; longer texts are truncated).")
     head_init: Literal["label_embeddings", "random"] = Field("label_embeddings", description="label_embeddings: heads start as a zero-shot label-similarity classifier (the 'before' row).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(1.0, gt=0.0, description="Distillation temperature T of the soft-label KL (Hinton et al. 2015).")
@@ -262,6 +271,18 @@ class ClassifierConfig(_Section):
     @classmethod
     def _training_honoured(cls, v: TrainingConfig) -> TrainingConfig:
         return _refuse_unhonoured(v, "soft_label_classifier")
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length_fits_encoder(cls, v: int, info: ValidationInfo) -> int:
+        # Known encoders are checked here; any other is cut to its own limit, with a warning, when it is built.
+        from sentidistill.core.assets import KNOWN_ENCODER_POSITIONS
+
+        encoder = info.data.get("encoder")
+        limit = KNOWN_ENCODER_POSITIONS.get(encoder) if isinstance(encoder, str) else None
+        if limit is not None and v > limit:
+            raise ValueError(f"{v} is more than encoder {encoder} reads ({limit} positions); use at most {limit}")
+        return v
 
 
 class BenchConfig(_Section):
@@ -370,23 +391,29 @@ _ADDED_AT_DEFAULT: dict[str, Any] = {
 }
 
 
+def config_field_homes() -> dict[str, list[str]]:
+    """Field name -> where the pipeline config takes it (every section walked, plus each teacher backend's
+    options, which sit flat in ``teacher``), for "it belongs in ..." hints."""
+    from sentidistill.teacher.config import TEACHERS, options_class
+
+    extra: dict[str, list[str]] = {}
+    for kind in TEACHERS.names():
+        try:
+            fields = options_class(kind).model_fields
+        except Exception:  # a backend whose module cannot load only loses its hints
+            continue
+        for name in fields:
+            extra.setdefault(name, []).append(f"teacher.{name} (with kind: {kind})")
+    return field_homes(PipelineConfig, extra)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: the field path, the value given, and what was expected."""
+    """One line per problem: the field path, what is wrong, the value given; an unknown field says where it
+    belongs (``sentidistill.utils.schema.validation_error_lines``; contract in docs/errors.md)."""
+    homes = config_field_homes() if any(e["type"] == "extra_forbidden" for e in exc.errors()) else {}
     lines = [f"invalid config {source}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = err.get("input")
-        msg = err["msg"]
-        if err["type"] == "unhonoured_setting":  # a whole section was validated: name the field inside it
-            ctx = err["ctx"]
-            loc, msg = f"{loc}.{ctx['field']}", f"not honoured by the {ctx['method']} training method: {ctx['why']}"
-            value = value.get(ctx["field"]) if isinstance(value, dict) else getattr(value, ctx["field"], value)
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `sentidistill config --example` lists every field)"
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        lines.append(f"  - {loc}: {msg}; got {shown}")
+    lines += [f"  - {line}" for line in validation_error_lines(exc, homes)]
+    lines.append("  (`sentidistill config --example` lists every field)")
     return "\n".join(lines)
 
 

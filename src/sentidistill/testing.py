@@ -82,8 +82,10 @@ def build_tiny_seq2seq(out_dir: str | Path, seed: int = 0, d_model: int = 64, la
     return out_dir
 
 
-def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
-    """Write a Qwen2 HF checkpoint (f32) + its byte-level BPE tokenizer as a GGUF file, as llama.cpp lays it out."""
+def write_gguf_from_hf(hf_dir: Path, out: Path, *, chat_template: str | None = None) -> Path:
+    """Write a Qwen2 HF checkpoint (f32) + its byte-level BPE tokenizer as a GGUF file, as llama.cpp lays it out.
+
+    ``chat_template``: written as ``tokenizer.chat_template`` (the llama.cpp teacher refuses a GGUF without one)."""
     import gguf
     from safetensors.torch import load_file
 
@@ -107,6 +109,8 @@ def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
     w.add_token_list(tokens)
     w.add_token_types([3 if t in special else 1 for t in tokens])  # 3 = control
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    if chat_template:
+        w.add_chat_template(chat_template)
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -244,7 +245,7 @@ class TeacherAdapter:
         """Per prompt: exact label log-likelihoods where the backend scores labels (llama.cpp in-process, see
         :mod:`sentidistill.teacher.restricted`), else the best label among the first content token's top-k,
         else the parsed text."""
-        from sentidistill.teacher.restricted import score_labels, supports_exact_scoring
+        from sentidistill.teacher.restricted import score_labels, supports_exact_scoring, usable_scores
 
         if supports_exact_scoring(self.teacher):
             messages = [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
@@ -266,7 +267,7 @@ class TeacherAdapter:
             scores, top = label_scores_from_logprobs(resp.logprobs or [], words)
             meta: dict[str, Any] = {"response": text, "top": [list(t) for t in top]}
             scored = [(s, j) for j, s in enumerate(scores) if s is not None]
-            if scored:
+            if usable_scores(scores):  # every label read at -inf says nothing: the text decides
                 best = max(scored, key=lambda sj: sj[0])[1]  # ties: the first label
                 answers.append(Answer(text=words[best], scores=scores, meta={"via": "logprobs", **meta}))
             else:
@@ -318,7 +319,7 @@ class CalibratedAdapter:
                              field="log_priors", expected=f"{len(words)} values")
         out = []
         for a in answers:
-            if not a.scores or all(s is None for s in a.scores):
+            if not a.scores or all(s is None or not math.isfinite(s) for s in a.scores):
                 out.append(a)
                 continue
             cal = [(-np.inf if s is None else float(s)) - p for s, p in zip(a.scores, prior, strict=True)]

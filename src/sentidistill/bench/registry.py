@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from sentidistill.bench.task import Task, TaskSpec
 from sentidistill.errors import InputError
+from sentidistill.utils.schema import field_homes, validation_error_lines
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -32,13 +33,26 @@ def load_task_file(path: str | Path) -> Task:
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        more = f" (+{len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-        raise InputError(f"invalid task: {msg}{more}", path=path, field=loc,
-                         got=err.get("input") if not isinstance(err.get("input"), dict) else None) from None
+        # Every problem on its own line, each naming its field; an unknown field says where it belongs.
+        lines = validation_error_lines(exc, task_field_homes())
+        loc = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "(top level)"
+        raise InputError("invalid task:\n  - " + "\n  - ".join(lines), path=path, field=loc) from None
     return Task(spec, source=path)
+
+
+def task_field_homes() -> dict[str, list[str]]:
+    """Field name -> where a task file takes it: every TaskSpec section, plus each reader option under
+    ``loader.options`` (``label_field`` at the top level belongs in ``loader.options.label_field``)."""
+    from sentidistill.data.loading import FORMAT_READERS, reader_options
+
+    extra: dict[str, list[str]] = {}
+    for fmt in FORMAT_READERS:
+        for name in reader_options(fmt):
+            extra.setdefault(name, [])
+    for name in extra:
+        fmts = [f for f in FORMAT_READERS if name in reader_options(f)]
+        extra[name] = [f"loader.options.{name} (formats {', '.join(fmts)})"]
+    return field_homes(TaskSpec, extra)
 
 
 @cache

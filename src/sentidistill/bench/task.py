@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sentidistill.bench import metrics as M
 from sentidistill.bench.parsers import LabelParser, parse_tuples
-from sentidistill.data.loading import FORMATS, load_records, seeded_split, stratified_sample
+from sentidistill.data.loading import FORMATS, check_options, load_records, seeded_split, stratified_sample
 from sentidistill.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ class LoaderSpec(_Strict):
     def _check(self) -> LoaderSpec:
         if self.format not in FORMATS:
             raise ValueError(f"unknown format '{self.format}'; expected one of {', '.join(FORMATS)}")
+        try:
+            check_options(self.format, self.options)  # each reader declares the options it takes
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
         if self.derive_splits and self.derive_splits.source not in self.splits:
             raise ValueError(f"derive_splits.source '{self.derive_splits.source}' is not a key of splits")
         return self

@@ -169,3 +169,9 @@ def resolve_gguf(model: str, cache_dir: str | Path | None = None) -> Path:
     if not path.is_file():
         raise InputError("GGUF model file not found", path=path, expected="a .gguf file or " + " / ".join(BUILTIN_GGUF))
     return path
+
+
+#: Encoders whose position limit is known without loading them (tokens, special tokens included): a
+#: ``classifier.max_length`` above it is refused at config load; any other encoder is cut to its own limit
+#: when built (``sentidistill.students.classifier.encoder_position_limit``).
+KNOWN_ENCODER_POSITIONS: dict[str, int] = {"builtin:minilm": 512}  # all-MiniLM-L6-v2: BERT, 512 positions

@@ -6,9 +6,10 @@ token log-probabilities). The old path :mod:`sentidistill.teacher.types` warns a
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sentidistill.utils.io import stable_hash
 
@@ -77,12 +78,51 @@ class TeacherRequest(BaseModel):
         )
 
 
+def parse_logprob(value: Any) -> float:
+    """One log-probability as an endpoint or a stored file gives it -> a float in ``[-inf, 0]``, or NaN.
+
+    The one reader of foreign log-probs (endpoints, caches, corpora). Accepts numbers and numeric strings,
+    including the non-finite spellings servers emit (``-inf``, JSON ``-Infinity``, ``"-Infinity"``,
+    ``NaN``; aphrodite, lmdeploy and mlx servers send ``-inf`` at low temperature). ``-inf`` stays ``-inf``
+    (probability 0, a real answer). What carries no probability - NaN, ``null``, ``+inf``, text that is no
+    number - becomes NaN, which readers treat as "unknown" (never as 0). A finite value above 0 is
+    round-off in the server (``1e-7``) and is clamped to 0. Never raises.
+    """
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        x = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    if math.isnan(x) or x == math.inf:
+        return math.nan
+    return min(x, 0.0)
+
+
 class TokenLogprob(BaseModel):
-    """One generated token with its log-probability and the top-k alternatives at that position."""
+    """One generated token with its log-probability and the top-k alternatives at that position.
+
+    Log-probs are nats in ``[-inf, 0]`` or NaN (unknown), read with :func:`parse_logprob` whatever the
+    source wrote (``-Infinity``, a string, ``null``). JSON keeps ``-inf``/NaN as ``-Infinity``/``NaN``, so a
+    cached response reads back as it was written."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     token: str
     logprob: float
     top: list[tuple[str, float]] = Field(default_factory=list)  # (token text, logprob), best first
+
+    @field_validator("logprob", mode="before")
+    @classmethod
+    def _logprob(cls, v: Any) -> float:
+        return parse_logprob(v)
+
+    @field_validator("top", mode="before")
+    @classmethod
+    def _top(cls, v: Any) -> Any:
+        if not isinstance(v, list | tuple):
+            return v
+        return [(str(a[0]), parse_logprob(a[1])) if isinstance(a, list | tuple) and len(a) == 2 else a for a in v]
 
 
 class Usage(BaseModel):
@@ -101,6 +141,8 @@ class TeacherResponse(BaseModel):
     what to do); it is cached like an answer, since the same request stops the same way again.
     """
 
+    model_config = ConfigDict(ser_json_inf_nan="constants")  # label_logprobs may hold -inf
+
     text: str
     model: str = ""
     finish_reason: str | None = None
@@ -115,6 +157,11 @@ class TeacherResponse(BaseModel):
     error: str | None = None
     parsed: Any = None  # the validated answer (a label, a list of tuples, a JSON value)
     latency_s: float = 0.0
+
+    @field_validator("label_logprobs", mode="before")
+    @classmethod
+    def _label_logprobs(cls, v: Any) -> Any:
+        return [parse_logprob(x) for x in v] if isinstance(v, list | tuple) else v
 
 
 @runtime_checkable

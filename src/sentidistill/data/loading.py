@@ -49,6 +49,40 @@ def resolve_path(path: str | Path, data_dir: str | Path | None) -> Path:
     return base / p
 
 
+#: Format -> the reader that reads it (each declares the ``loader.options`` it takes: ``reader.options``).
+FORMAT_READERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "sentibench_json": readers.read_sentibench_json, "fsa_json": readers.read_sentibench_json,
+    "tweeteval": readers.read_tweeteval, "label_lines": readers.read_label_lines, "aste": readers.read_aste,
+    "teacher_sample": readers.read_teacher_sample, "hf": readers.read_hf,
+    **{f: readers.read_table for f in ("jsonl", "json", "csv", "tsv", "parquet", "table")},
+}
+
+
+def reader_options(fmt: str) -> tuple[str, ...]:
+    """The ``loader.options`` names the reader of format ``fmt`` takes."""
+    return tuple(getattr(FORMAT_READERS[fmt], "options", ()))
+
+
+def check_options(fmt: str, options: dict[str, Any]) -> None:
+    """Refuse an option the reader of ``fmt`` does not take, or one of the wrong type: ``InputError`` naming
+    the option, the format, its reader and the options it takes (at task load, before any data is read)."""
+    if fmt not in FORMAT_READERS:
+        raise InputError(f"unknown data format '{fmt}'", field="loader.format", expected=" | ".join(FORMATS))
+    takes = reader_options(fmt)
+    reader = FORMAT_READERS[fmt].__name__
+    for name, value in options.items():
+        if name not in takes:
+            others = sorted(f for f in FORMAT_READERS if name in reader_options(f))
+            hint = f"; formats that take it: {', '.join(others)}" if others else ""
+            raise InputError(f"option '{name}' is not taken by format '{fmt}' (reader {reader}){hint}",
+                             field=f"loader.options.{name}",
+                             expected=f"one of: {', '.join(takes)}" if takes else "no options for this format")
+        types_, what = readers.OPTION_TYPES[name]
+        if not isinstance(value, types_) or isinstance(value, bool):
+            raise InputError(f"option '{name}' of format '{fmt}' has the wrong type", field=f"loader.options.{name}",
+                             expected=what, got=value)
+
+
 def load_records(
     fmt: str,
     path: str | Path,
@@ -68,6 +102,7 @@ def load_records(
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown data format '{fmt}'", field="format", expected=" | ".join(FORMATS))
+    check_options(fmt, options)
     kw: dict[str, Any] = {"skip_bad": skip_bad, "stats": stats}
     if fmt == "hf":
         return readers.read_hf(str(path), split, text_field=options.get("text_field", "text"),

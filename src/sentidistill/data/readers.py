@@ -46,6 +46,32 @@ class _BadRow(Exception):
         self.field, self.expected, self.got = field, expected, got
 
 
+#: Option name -> (accepted Python types, what it is): every option a reader takes from a task's
+#: ``loader.options``. Each reader declares its own with :func:`takes_options`.
+OPTION_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "text_field": ((str,), "the column holding the text (a string)"),
+    "label_field": ((str,), "the column holding the label (a string)"),
+    "encoding": ((str,), "a Python codec name such as utf-8, cp1252"),
+    "quoting": ((str,), "'none' or 'csv'"),
+    "label_names": ((dict,), "a mapping raw label -> label name"),
+    "mapping_path": ((str,), "the path of a TweetEval mapping.txt"),
+}
+
+
+def takes_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the ``loader.options`` a reader takes (names from :data:`OPTION_TYPES`); stored on the
+    function as ``options`` and checked when a task file is loaded (:func:`sentidistill.data.loading.check_options`)."""
+    unknown = [n for n in names if n not in OPTION_TYPES]
+    if unknown:
+        raise ValueError(f"undeclared reader options {unknown}; add them to OPTION_TYPES")
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.options = tuple(names)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 def _skip(stats: Stats | None) -> None:
     if stats is not None:
         stats["skipped"] = stats.get("skipped", 0) + 1
@@ -248,6 +274,7 @@ def _opinions(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+@takes_options()
 def read_sentibench_json(path: str | Path, *, skip_bad: bool = False, stats: Stats | None = None) -> list[Record]:
     """A SentiBench / FSA JSON list (UTF-8, BOM tolerated) of ``{sentence, label|aspects|quards|opinions...}``.
 
@@ -276,6 +303,7 @@ def read_tweeteval_mapping(path: str | Path) -> dict[int, str]:
     return mapping
 
 
+@takes_options("mapping_path")
 def read_tweeteval(
     folder: str | Path,
     split: str,
@@ -324,6 +352,7 @@ def read_tweeteval(
 
 # -- SST / MR line format ----------------------------------------------------------------------------
 
+@takes_options("label_names")
 def read_label_lines(
     path: str | Path,
     *,
@@ -362,6 +391,7 @@ def read_label_lines(
 ASTE_POLARITY = {"POS": "positive", "NEG": "negative", "NEU": "neutral"}
 
 
+@takes_options()
 def read_aste(path: str | Path, *, skip_bad: bool = False, stats: Stats | None = None) -> list[Record]:
     """``sentence####[([aspect ids], [opinion ids], 'POS'), ...]``; ids index the space-split sentence.
 
@@ -407,6 +437,7 @@ def read_aste(path: str | Path, *, skip_bad: bool = False, stats: Stats | None =
 
 # -- teacher sample, JSONL / CSV / Parquet -----------------------------------------------------------
 
+@takes_options()
 def read_teacher_sample(path: str | Path, *, skip_bad: bool = False, stats: Stats | None = None) -> list[Record]:
     """The released teacher sample: JSON lines ``{ID, Text, Overall (1-5 stars), mixtral_response}``.
 
@@ -496,6 +527,7 @@ def _delimited_rows(path: Path, delimiter: str, quoting: str, encoding: str | No
     return out
 
 
+@takes_options("text_field", "label_field", "encoding", "quoting")
 def read_table(
     path: str | Path,
     *,
@@ -548,6 +580,7 @@ def read_table(
                     item_word="item" if suffix == ".json" else "line")
 
 
+@takes_options("text_field", "label_field")
 def read_hf(
     spec: str,
     split: str = "train",

@@ -51,15 +51,23 @@ def normalize(probs: np.ndarray) -> np.ndarray:
 
 def softmax_logprobs(logprobs: np.ndarray) -> np.ndarray:
     """``[N, K]`` log-likelihoods (nats; ``-inf`` allowed) -> probabilities over the K labels (restricted
-    scoring: the distribution renormalised over the label set)."""
+    scoring: the distribution renormalised over the label set).
+
+    A ``-inf`` entry gets probability 0. A row that says nothing - every entry ``-inf``, or any entry NaN
+    (unknown) or ``+inf`` - comes back as a row of NaN, never as a uniform guess: callers count and drop it
+    (:func:`sentidistill.teacher.restricted.usable_scores` is the same test, per row)."""
     x = np.asarray(logprobs, dtype=np.float64)
     if x.ndim != 2:
         raise InputError("logprobs must be a 2-D array [N, K]", field="logprobs", expected="shape [N, K]",
                          got=x.shape)
-    m = np.max(np.where(np.isfinite(x), x, -np.inf), axis=1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.exp(np.where(np.isfinite(x), x - m, -np.inf))
-    return normalize(e)
+    bad = np.isnan(x).any(axis=1) | (x == np.inf).any(axis=1) | ~np.isfinite(x).any(axis=1)
+    out = np.full(x.shape, np.nan)
+    good = ~bad
+    if good.any():
+        g = x[good]
+        m = np.max(np.where(np.isfinite(g), g, -np.inf), axis=1, keepdims=True)
+        out[good] = normalize(np.exp(np.where(np.isfinite(g), g - m, -np.inf)))
+    return out
 
 
 def estimate_prior(probs: np.ndarray) -> np.ndarray:

@@ -206,7 +206,9 @@ def build_icl_corpus(
         # The log-probs cover the whole reply (a thinking block included): they describe the target only
         # when the reply is exactly the target.
         if resp.logprobs and target == resp.text.strip():
-            logprobs = json.dumps([t.model_dump(mode="json") for t in resp.logprobs], ensure_ascii=False)
+            # Python-mode dump: -inf/NaN stay floats and json writes them as -Infinity/NaN, which the reader
+            # (train.align, through core.records.parse_logprob) reads back; mode="json" would make them null.
+            logprobs = json.dumps([t.model_dump() for t in resp.logprobs], ensure_ascii=False)
         elif resp.logprobs:
             # The log-probs describe the prose, not the label we train on: sequence-level KD only.
             stats.logprobs_dropped += 1

@@ -104,16 +104,11 @@ def unlabeled_texts(task: Any, n: int | None, *, data_dir: str | Path | None, se
 
 def _average_variants(logprob_sets: list[np.ndarray]) -> np.ndarray:
     """Prompt ensembling: the mean of the variants' restricted distributions, as log-probs ``[N, K]``
-    (a variant whose row is NaN is left out of that row's mean)."""
-    probs = []
-    for lp in logprob_sets:
-        ok = ~np.isnan(lp).any(axis=1)
-        p = np.full(lp.shape, np.nan)
-        if ok.any():
-            p[ok] = softmax_logprobs(lp[ok])
-        probs.append(p)
-    stack = np.stack(probs)  # [V, N, K]
-    mean = np.nanmean(stack, axis=0) if len(probs) > 1 else stack[0]
+    (a variant whose row is unusable - NaN, or every label ``-inf`` - is left out of that row's mean; a row
+    no variant could read stays NaN)."""
+    stack = np.stack([softmax_logprobs(lp) for lp in logprob_sets])  # [V, N, K]; unusable rows are NaN
+    n_ok = (~np.isnan(stack).any(axis=2)).sum(axis=0)[:, None]  # [N, 1] variants that read each row
+    mean = np.where(n_ok > 0, np.nansum(stack, axis=0) / np.maximum(n_ok, 1), np.nan)
     with np.errstate(divide="ignore"):
         return np.log(mean)
 
@@ -157,10 +152,9 @@ def build_soft_label_corpus(
             variant_scores.append(lp)
             via = [h if h != "none" else via[i] for i, h in enumerate(how)] if v else how
         logprobs = _average_variants(variant_scores)
-        ok = ~np.isnan(logprobs).any(axis=1) & np.isfinite(logprobs).any(axis=1)
-        raw = np.zeros_like(logprobs)
-        if ok.any():
-            raw[ok] = softmax_logprobs(logprobs[ok])
+        raw = softmax_logprobs(logprobs)
+        ok = ~np.isnan(raw).any(axis=1)  # the one test (restricted.usable_scores, row by row)
+        raw[~ok] = 0.0
         n_ok = int(ok.sum())
         if n_ok == 0:
             raise InputError(f"the teacher gave no usable answer for any text of task '{name}'",
@@ -170,11 +164,12 @@ def build_soft_label_corpus(
             cf_lp, _, _ = score_labels(teacher, [variant_prompt(task, r, 0) for r in cf_rows], words,
                                        prompt_id=f"soft_labels.{name}.content_free", prompt_version=PROMPT_VERSION,
                                        parse=parse, top_logprobs=cfg.top_logprobs, metadata={"task": name})
-            cf_ok = ~np.isnan(cf_lp).any(axis=1) & np.isfinite(cf_lp).any(axis=1)
+            cf_p = softmax_logprobs(cf_lp)
+            cf_ok = ~np.isnan(cf_p).any(axis=1)
             if not cf_ok.any():
                 raise InputError(f"contextual calibration: no usable teacher answer for the content-free inputs "
                                  f"of task '{name}'", field="soft_labels.calibration", expected="batch")
-            cal, prior = contextual_calibrate(raw[ok], softmax_logprobs(cf_lp[cf_ok]))
+            cal, prior = contextual_calibrate(raw[ok], cf_p[cf_ok])
         elif cfg.calibration == "batch":
             cal, prior = batch_calibrate(raw[ok])
         else:

@@ -107,6 +107,10 @@ class ClassifierStudent(PreTrainedModel):
         if not model_type:
             raise InputError("classifier config has no encoder model_type", field="encoder.model_type")
         self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc_cfg))
+        # A checkpoint saved with a length past the encoder's positions (before the limit was enforced) is
+        # read at the encoder's own limit: every tokeniser call of the student uses config.max_seq_length.
+        config.max_seq_length = clamp_max_length(config.max_seq_length, encoder_position_limit(self.encoder.config),
+                                                 config.encoder_source or model_type)
         hidden = int(self.encoder.config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleList([nn.Linear(hidden, len(t["labels"])) for t in config.tasks])
@@ -239,6 +243,39 @@ def _embed(encoder: nn.Module, tokenizer: Any, texts: list[str], max_length: int
     return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
 
 
+#: Model types whose position ids start at ``pad_token_id + 1`` (fairseq's offset): the usable length is
+#: ``max_position_embeddings - pad_token_id - 1`` (RoBERTa: 514 positions, 512 tokens).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "data2vec-text", "ibert")
+
+def encoder_position_limit(encoder_config: Any, tokenizer: Any = None) -> int | None:
+    """The most tokens (special tokens included) the encoder can read: its ``max_position_embeddings``
+    (less the RoBERTa-family offset), and the tokenizer's ``model_max_length`` when that is a real limit
+    (< 1e6); None when neither is known (e.g. an encoder with relative positions only).
+
+    ``encoder_config``: a ``PretrainedConfig`` or its dict (``ClassifierStudentConfig.encoder``)."""
+    get = encoder_config.get if isinstance(encoder_config, dict) else (lambda k: getattr(encoder_config, k, None))
+    limits = []
+    mpe = get("max_position_embeddings")
+    if isinstance(mpe, int) and mpe > 0:
+        if get("model_type") in _OFFSET_POSITIONS:
+            mpe -= int(get("pad_token_id") or 0) + 1
+        limits.append(mpe)
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 1_000_000:
+        limits.append(tml)
+    return min(limits) if limits else None
+
+
+def clamp_max_length(max_length: int, limit: int | None, encoder: str = "the encoder") -> int:
+    """``max_length`` cut to the encoder's ``limit`` (see :func:`encoder_position_limit`), with a warning
+    when it is cut: longer inputs would index positions the encoder does not have (a RuntimeError)."""
+    if limit is not None and max_length > limit:
+        log.warning("classifier.max_length %d is more than %s reads (%d positions): texts are cut at %d tokens",
+                    max_length, encoder, limit, limit)
+        return int(limit)
+    return int(max_length)
+
+
 def build_classifier(
     encoder: str, tasks: list[dict[str, Any]], *, head_init: str = "label_embeddings",
     head_scale: float = DEFAULT_HEAD_SCALE, dropout: float = 0.1, max_length: int = 128, seed: int = 42,
@@ -257,6 +294,7 @@ def build_classifier(
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(path)
     enc = AutoModel.from_pretrained(path)
+    max_length = clamp_max_length(max_length, encoder_position_limit(enc.config, tok), encoder)
     cfg = ClassifierStudentConfig(
         encoder=enc.config.to_dict(), tasks=[{"name": t["name"], "labels": list(t["labels"]),
                                               "words": list(t.get("words") or t["labels"])} for t in tasks],

@@ -114,6 +114,10 @@ class TeacherConfig(BaseModel):
             return handler({k: data[k] for k in cls.model_fields if k in data and k != "options"})
         opts_cls = options_class(kind)
         given = data.pop("options", None)
+        if given is not None and not isinstance(given, dict | BaseModel):
+            raise ValidationError.from_exception_data("TeacherConfig", [InitErrorDetails(
+                type=PydanticCustomError("dict_type", "expected a mapping of the backend's options"),
+                loc=("options",), input=given)])
         opts: dict[str, Any] = dict(given.model_dump() if isinstance(given, BaseModel) else (given or {}))
         common = {k: data[k] for k in cls.model_fields if k in data and k != "options"}
         errors: list[InitErrorDetails] = []

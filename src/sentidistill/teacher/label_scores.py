@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from sentidistill.core.records import parse_logprob
+
 if TYPE_CHECKING:
     from sentidistill.core.records import TokenLogprob
 
@@ -50,7 +52,11 @@ def _owner(cand: str, targets: Sequence[str], consistent: Sequence[int]) -> int 
 
 
 def _logsumexp(values: list[float]) -> float:
+    """``log(sum(exp(v)))`` of log-probs in ``[-inf, 0]``: ``-inf`` entries add nothing, all ``-inf`` gives
+    ``-inf`` (never NaN). Callers leave NaN (unknown) readings out before."""
     m = max(values)
+    if m == -math.inf:
+        return -math.inf
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
@@ -61,7 +67,14 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Se
     and ``.top`` (list of ``(token text, logprob)``, the top-k alternatives at that position, best first;
     the generated token is usually among them) - a ``TeacherResponse.logprobs`` list of
     :class:`~sentidistill.core.records.TokenLogprob`. ``words``: the label words (L of them).
-    Returns a list of length L: a float <= 0, or None where the label cannot be read from the tokens.
+    Returns a list of length L: a float <= 0 (``-inf`` when the server gave the label probability 0), None
+    where the label cannot be read from the tokens, or NaN where the server named the label with an unknown
+    log-prob (callers then treat the row as unusable: ``restricted.usable_scores``).
+
+    Non-finite log-probs (read with :func:`sentidistill.core.records.parse_logprob`): an alternative at
+    ``-inf`` (``-Infinity``, ``"-inf"``) is a reading with probability 0; an alternative at NaN/``null``
+    makes its label NaN; a generated token at NaN makes the labels it may be spelling NaN and ends the walk
+    (what follows has an unknown probability).
 
     The walk: the generated tokens spell a path. Matching is case-insensitive, runs of whitespace count as
     one space, and leading whitespace is looked through (a chat model that opens with ``"\\n"``).
@@ -97,6 +110,7 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Se
     targets = [_norm(w.strip()).strip() if w.strip() else "" for w in words]
     readings: list[list[float]] = [[] for _ in words]
     pending: dict[int, float] = {}  # spelled by the path, but a longer label could still follow
+    unknown: set[int] = set()  # labels read at a NaN log-prob: their probability is not known
     path = ""  # the generated text so far (raw), leading whitespace included
     path_lp = 0.0
     for tl in logprobs:
@@ -116,10 +130,21 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Se
             if len(cand.rstrip()) <= len(prefix.rstrip()):
                 continue  # adds nothing but whitespace
             j = _owner(cand, targets, consistent)
-            if j is not None:
-                readings[j].append(path_lp + float(lp))
+            lp = parse_logprob(lp)
+            if j is not None and math.isnan(lp):
+                unknown.add(j)  # the server had this label but not its probability
+            elif j is not None:
+                readings[j].append(path_lp + lp)
+        gen_lp = parse_logprob(getattr(tl, "logprob", 0.0))
+        if math.isnan(gen_lp):
+            # The path's probability is unknown from here on: the labels it may be spelling are unknown, and
+            # nothing further along it can be read (a label already spelled keeps its reading).
+            text = (path + gen).lstrip()
+            cand = _norm(text) if text else ""
+            unknown.update(j for j in consistent if cand.strip() and _reads(cand, targets[j]) is not None)
+            break
         path += gen
-        path_lp += float(getattr(tl, "logprob", 0.0))
+        path_lp += gen_lp
         spelled = _norm(path.lstrip()) if path.strip() else ""
         if not spelled:
             continue
@@ -142,4 +167,4 @@ def label_logprobs_from_top_logprobs(logprobs: Sequence[TokenLogprob], words: Se
             readings[starts[0]].append(path_lp)
     for j, lp in pending.items():  # the answer ended right after the label
         readings[j].append(lp)
-    return [_logsumexp(r) if r else None for r in readings]
+    return [math.nan if j in unknown else _logsumexp(r) if r else None for j, r in enumerate(readings)]

@@ -239,8 +239,8 @@ class OpenAIBackend:
             logprobs = [
                 TokenLogprob(
                     token=t.token,
-                    logprob=float(t.logprob),
-                    top=[(a.token, float(a.logprob)) for a in (t.top_logprobs or [])],
+                    logprob=t.logprob,  # parse_logprob: -inf, "-Infinity", NaN, null are all read
+                    top=[(a.token, a.logprob) for a in (t.top_logprobs or [])],
                 )
                 for t in lp.content
             ]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse
+from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse, parse_logprob
 
 Messages = list[dict[str, str]]
 
@@ -67,13 +67,24 @@ def label_requests(
                            metadata=dict(metadata or {})) for p in prompts]
 
 
+def usable_scores(scores: Sequence[float | None]) -> bool:
+    """Whether a row of label log-probs (nats, ``-inf`` = probability 0, None/NaN = unknown) can be
+    renormalised over the labels: no label unknown-as-NaN and at least one label with a finite score. The
+    one test every reader of endpoint log-probs applies before trusting a row (else: the text fallback)."""
+    vals = [-math.inf if s is None else float(s) for s in scores]
+    return bool(vals) and not any(math.isnan(v) for v in vals) and any(math.isfinite(v) for v in vals)
+
+
 def response_label_logprobs(
     resp: TeacherResponse, words: Sequence[str], parse: Callable[[str], int | None] | None = None,
 ) -> tuple[list[float], str]:
     """Per label word, ``log P(word | prompt)`` (nats; ``-inf`` when unreadable) from one response, and how it
     was read: ``exact`` | ``logprobs`` | ``text`` | ``none`` (then every entry is NaN).
 
-    ``parse`` maps a generated answer to a label index (used only when there are no usable log-probs)."""
+    ``parse`` maps a generated answer to a label index (used only when there are no usable log-probs).
+    Log-probs that are no use (:func:`usable_scores` false: every label ``-inf``, or an exact score that is
+    NaN) fall back to the text exactly as a response without log-probs does, and the row says ``text``
+    (or ``none``), never ``exact``/``logprobs``: stats count what the row was really read from."""
     k = len(words)
     if resp.status in ("error", "missing", "truncated"):
         return [math.nan] * k, "none"
@@ -83,14 +94,19 @@ def response_label_logprobs(
             return [math.nan] * k, "none"
         groups: list[list[float]] = [[] for _ in range(k)]
         for lp, j in zip(resp.label_logprobs, owner, strict=True):
-            groups[j].append(float(lp))
-        return [float(np.logaddexp.reduce(g)) for g in groups], "exact"
-    if resp.logprobs:
+            groups[j].append(parse_logprob(lp))
+        # np.logaddexp(-inf, -inf) is -inf (never NaN); a NaN variant leaves its label unknown.
+        with np.errstate(invalid="ignore"):
+            exact = [float(np.logaddexp.reduce(g)) for g in groups]
+        if usable_scores(exact):
+            return exact, "exact"
+    elif resp.logprobs:
         from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
 
         scores = label_logprobs_from_top_logprobs(resp.logprobs, list(words))
-        if any(s is not None for s in scores):
-            return [(-math.inf if s is None else float(s)) for s in scores], "logprobs"
+        row = [(-math.inf if s is None else float(s)) for s in scores]
+        if usable_scores(row):
+            return row, "logprobs"
     j = parse(resp.text) if parse is not None and resp.text else None
     if j is None:
         return [math.nan] * k, "none"

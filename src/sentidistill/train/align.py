@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from sentidistill.core.records import parse_logprob
 from sentidistill.errors import InputError
 
 
@@ -144,9 +145,12 @@ def align_example(
         used.add(j)
         entry = teacher[j]
         # The chosen token is the student's own token here; alternatives map by exact text.
-        merged: dict[int, float] = {sid: float(entry["logprob"])}
-        chosen = str(entry["token"])
-        for alt, lp in entry.get("top") or []:
+        chosen, chosen_lp, top = _entry_fields(entry)
+        if math.isnan(chosen_lp):  # the teacher's probability of its own token is unknown: no KL target
+            stats.count_fallback("nonfinite_logprob")
+            return empty
+        merged: dict[int, float] = {sid: chosen_lp}
+        for alt, lp in top:
             if alt == chosen:
                 continue
             aid = mapper(str(alt))
@@ -314,9 +318,17 @@ class VocabKDStats:
 
 
 def _entry_fields(entry: Any) -> tuple[str, float, list[tuple[str, float]]]:
+    """(token, log-prob, alternatives) of one ``teacher_logprobs`` entry (a dict or a ``TokenLogprob``).
+
+    Log-probs are read with :func:`~sentidistill.core.records.parse_logprob` (``-Infinity``, strings, ``null``);
+    alternatives whose log-prob is unknown (NaN) or ``-inf`` (probability 0: no mass for the KL target) are
+    left out; the token's own log-prob may come back NaN, and the caller then falls back to sequence level."""
     if isinstance(entry, dict):
-        return str(entry["token"]), float(entry["logprob"]), [(str(a), float(b)) for a, b in entry.get("top") or []]
-    return str(entry.token), float(entry.logprob), [(str(a), float(b)) for a, b in entry.top or []]
+        token, lp, top = entry["token"], entry.get("logprob"), entry.get("top") or []
+    else:
+        token, lp, top = entry.token, entry.logprob, entry.top or []
+    alts = [(str(a), parse_logprob(b)) for a, b in top]
+    return str(token), parse_logprob(lp), [(a, b) for a, b in alts if math.isfinite(b)]
 
 
 def map_teacher_topk_to_ids(teacher_logprobs: Any, tokenizer: Any, *, k: int | None = None) -> TopKIds:
@@ -335,7 +347,7 @@ def map_teacher_topk_to_ids(teacher_logprobs: Any, tokenizer: Any, *, k: int | N
     unmapped = dropped = 0
     for entry in entries:
         token, logprob, top = _entry_fields(entry)
-        cid = index(token)
+        cid = index(token) if not math.isnan(logprob) else None  # unknown probability: no target here
         chosen.append(cid)
         merged: dict[int, float] = {}
         if cid is None:

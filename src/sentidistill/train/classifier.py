@@ -282,8 +282,9 @@ def train_classifier(
         model, tok = build_classifier(cfg.encoder, tasks, head_init=cfg.head_init, dropout=cfg.dropout,
                                       max_length=cfg.max_length, seed=seed)
     names = model.task_names
-    train_ds = encode_rows(train_rows, tok, names, model.k_max, cfg.max_length)
-    dev_ds = encode_rows(dev_rows, tok, names, model.k_max, cfg.max_length)
+    # The model's length, not cfg.max_length: build_classifier cut it to the encoder's positions.
+    train_ds = encode_rows(train_rows, tok, names, model.k_max, model.config.max_seq_length)
+    dev_ds = encode_rows(dev_rows, tok, names, model.k_max, model.config.max_seq_length)
     every = soft_label_eval_steps(cfg.training, len(train_ds))
     trainer = build_trainer(
         "soft_label_classifier", cfg.training, out_dir, seed=seed, model=model, train_dataset=train_ds,
