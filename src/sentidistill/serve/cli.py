@@ -35,7 +35,7 @@ def serve_command(
     served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                  help="Name clients pass as `model` (default: MODEL)."),
     max_batch_size: int = typer.Option(16, min=1, help="Most requests per generate() batch."),
-    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long to collect requests into one batch."),
+    batch_wait_ms: float = typer.Option(0.0, min=0.0, help="How long a batch that is not full may wait for more texts (0: none; batches still form from what queues while the previous one runs)."),
     max_texts: int = typer.Option(64, min=1, help="Most texts (prompts) per request."),
     max_chars: int = typer.Option(8000, min=1, help="Most characters per text, prompt or message."),
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),

@@ -99,7 +99,7 @@ class OnnxGenerationEngine(GenerationEngine):
     """The same dynamic batcher and results as :class:`GenerationEngine`, decoding with onnxruntime."""
 
     def __init__(self, onnx_dir: str | Path, *, int8: bool = False, threads: int | None = None,
-                 max_batch_size: int = 16, batch_wait_ms: float = 5.0, max_queue: int = 1024,
+                 max_batch_size: int = 16, batch_wait_ms: float = 0.0, max_queue: int = 1024,
                  on_batch: Any = None) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
