@@ -43,11 +43,23 @@ def resolve_task(name: str) -> Any:
 
 
 def make_row(item: str | dict[str, Any], index: int) -> dict[str, Any]:
-    """A task row from a plain string or an object with ``text`` and extra fields (e.g. ``target``)."""
+    """A task row from a plain string or an object with ``text`` and extra fields (e.g. ``target``).
+
+    Raises ``InputError`` naming ``texts.<index>`` for an empty text, or one holding a lone UTF-16 surrogate
+    (not text: UTF-8 cannot encode it, and the tokenizer would fail on it)."""
+    from sentidistill.serve.schemas import lone_surrogate
+
     row = {"text": item} if isinstance(item, str) else dict(item)
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         raise InputError("empty text", field=f"texts.{index}", expected="a non-empty string")
+    found = lone_surrogate(row)
+    if found:
+        path, at, char = found
+        raise InputError(f"a lone UTF-16 surrogate (U+{ord(char):04X}) at character {at} is not text",
+                         field=".".join([f"texts.{index}", *(str(p) for p in path)]) if isinstance(item, dict)
+                         else f"texts.{index}",
+                         expected="text that UTF-8 can encode (whole surrogate pairs)")
     return row
 
 
