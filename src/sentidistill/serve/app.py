@@ -121,5 +121,6 @@ def create_app(
     install_error_handlers(app)
     # The metric's endpoint labels: every route's path (FastAPI may keep an included router as one entry).
     endpoints = {getattr(r, "path", None) for rt in (app, *routers) for r in rt.routes} - {None}
+    app.add_middleware(analyze.AnalyzeFastPath, state=state)  # inside the guard (added last = outermost)
     app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes, metrics=metrics, endpoints=endpoints)
     return app

@@ -90,11 +90,21 @@ async def _internal(_: Request, exc: Exception) -> JSONResponse:
                           code="internal_error")
 
 
+HANDLERS = {APIError: _api_error, InputError: _input_error, OverloadedError: _overloaded,
+            RequestValidationError: _validation, StarletteHTTPException: _http, Exception: _internal}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping of the module doc on ``app``."""
-    app.add_exception_handler(APIError, _api_error)
-    app.add_exception_handler(InputError, _input_error)
-    app.add_exception_handler(OverloadedError, _overloaded)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _internal)
+    for exc_type, handler in HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)
+
+
+async def response_for(request: Request, exc: Exception) -> JSONResponse:
+    """The response the mapping gives ``exc`` (for code that runs outside FastAPI's routing: the
+    /v1/analyze fast path); the handler of the nearest class in ``exc``'s MRO, as Starlette picks it."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    return await _internal(request, exc)

@@ -14,12 +14,13 @@ the queue is full; 504 past the timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from sentidistill.serve.engine import GenParams
-from sentidistill.serve.http_errors import APIError
+from sentidistill.serve.http_errors import APIError, response_for
 from sentidistill.serve.routes.common import await_all, check_chars, check_count, json_response
 from sentidistill.serve.routes.openai import clamp_tokens, encode_checked, run_all, usage
 from sentidistill.serve.schemas import AnalyzeRequest, AnalyzeResponse, AnalyzeResult, UsageInfo
@@ -44,6 +45,56 @@ async def analyze(req: AnalyzeRequest, request: Request) -> Any:
     return json_response(await _generate(state, req))
 
 
+class AnalyzeFastPath:
+    """Pure ASGI: ``POST /v1/analyze`` (JSON) for a classifier student without FastAPI's routing,
+    dependency solving and response re-validation, which cost more CPU per one-text request than the
+    route's own work (0.9 ms of the event loop per request, 0.2 ms of it the route; measured by profiling the
+    app in-process). The same checks, the same :func:`_classify` code, the same error mapping
+    (:func:`~sentidistill.serve.http_errors.response_for`); a request the fast path does not accept as it
+    stands (bad JSON, a schema error, an unknown task...: anything raised before its texts are queued) is
+    handed to the FastAPI route unchanged, so every error answer comes from one place. Sits inside the
+    body-size guard, which has already read (and bounded) the body."""
+
+    def __init__(self, app: Any, *, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope["path"] != "/v1/analyze" or scope["method"] != "POST"
+                or self.state.engine.kind != "classifier"
+                or not any(k == b"content-type" and v.startswith(b"application/json") for k, v in scope["headers"])):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            req = AnalyzeRequest.model_validate(json.loads(body))
+            check_count(self.state, len(req.texts))
+            plan, rows = _classifier_plan(self.state, req)
+        except Exception:  # let the route answer it (and map the error) exactly as it always has
+            sent = False
+
+            async def replay() -> dict:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+            return
+        try:
+            response = json_response(await _classify_planned(self.state, plan, rows))
+        except Exception as exc:
+            response = await response_for(Request(scope), exc)
+        await response(scope, receive, send)
+
+
 @router.get("/v1/tasks")
 async def tasks() -> dict[str, Any]:
     from sentidistill.serve.tasks import TASK_ALIASES, builtin_task_names
@@ -60,15 +111,25 @@ def _rows(state: ServerState, req: AnalyzeRequest) -> list[dict[str, Any]]:
     return rows
 
 
-async def _classify(state: ServerState, req: AnalyzeRequest) -> AnalyzeResponse:
-    """/v1/analyze for a classifier student: all the request's texts go to the batcher in one hand-off."""
+def _classifier_plan(state: ServerState, req: AnalyzeRequest) -> tuple[Any, list[dict[str, Any]]]:
+    """Check a classifier request and resolve it (no model work): ``(plan, rows)``; raises the 400s."""
     if req.shots:
         raise APIError(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
                        param="shots", code="unsupported_parameter")
     task = resolve_task(req.task)
     rows = _rows(state, req)
+    return state.engine.plan(task, rows), rows
+
+
+async def _classify(state: ServerState, req: AnalyzeRequest) -> AnalyzeResponse:
+    """/v1/analyze for a classifier student: all the request's texts go to the batcher in one hand-off."""
+    plan, rows = _classifier_plan(state, req)
+    return await _classify_planned(state, plan, rows)
+
+
+async def _classify_planned(state: ServerState, plan: Any, rows: list[dict[str, Any]]) -> AnalyzeResponse:
     engine = state.engine
-    plan = engine.plan(task, rows)
+    task = plan.task
     outputs = await await_all(state, engine.submit_plan(plan, asyncio.get_running_loop()))
     answers = engine.finish(plan, outputs)
     results = [AnalyzeResult(text=row["text"], prediction=a.label, valid=True, raw=a.label, finish_reason="stop",
