@@ -184,3 +184,21 @@ def test_predict_refuses_a_lone_surrogate_naming_the_text(tmp_path: Path) -> Non
     with pytest.raises(InputError, match="surrogate") as exc:
         predict(["fine", "\ud83d"], task="sentiment", model=str(model))
     assert exc.value.field == "texts.1"
+
+
+def test_token_bytes_of_sentencepiece_byte_fallback_tokens() -> None:
+    """Llama-2-style vocabularies spell bytes as ``<0xE2>`` tokens (byte fallback): those are the byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "▁caf": 1, "▁": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>")
+    ids = tok("☕", add_special_tokens=False)["input_ids"]
+    table = TokenBytes(tok)
+    assert not table.byte_level
+    got = [table.get(i) for i in ids if i != vocab["▁"]]
+    assert b"".join(got) == "☕".encode()  # type: ignore[arg-type]
+    assert table.get(vocab["▁caf"]) is None  # an ordinary piece: its decoded text is the truth
