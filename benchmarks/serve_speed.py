@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = start_server(spec, int8=int8, port=port, cpus=args.server_cpus, threads=threads,
                                 batch=args.batch_size, extra=args.server_args.split())
             try:
-                c0 = cpu_seconds(proc.pid)
+                c0, (_, s0) = cpu_seconds(proc.pid), batch_stats(port)
                 one = run_load(port, args.client_cpus, 1, 0, args.n_single, texts_path)
                 c1 = cpu_seconds(proc.pid)
                 b0, t0 = batch_stats(port)
@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                    "pct_of_engine": 100 * many["tps"] / eng["batched_tps"],
                    "http1_minus_engine_ms": one["p50_ms"] - eng["b1_p50_ms"],
                    "httpN_mean_batch": (t1 - t0) / max(1.0, b1 - b0),
-                   # the server's CPU per request (the N-client run includes its 1 s warm-up)
-                   "http1_cpu_ms": 1e3 * (c1 - c0) / max(1, one["requests"]),
+                   # the server's CPU per text answered (warm-up requests included on both sides)
+                   "http1_cpu_ms": 1e3 * (c1 - c0) / max(1.0, t0 - s0),
                    "httpN_cpu_ms": 1e3 * (c2 - c1) / max(1.0, t1 - t0)}
             row["cpu_pct_of_engine"] = 100 * row["batched_cpu_ms"] / row["httpN_cpu_ms"]
             print(f"  {name} HTTP: 1 client p50 {one['p50_ms']:.1f} ms; {args.clients} clients "
