@@ -162,11 +162,14 @@ def start_server(model: Path, *, int8: bool, port: int, cpus: str, threads: int,
     cmd = [*_taskset(cpus), sys.executable, "-m", "sentidistill.serve", str(model), "--port", str(port),
            "--max-batch-size", str(batch), "--max-texts", str(batch), "--log-level", "warning",
            *(["--int8"] if int8 else []), *extra]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A file, not a pipe (a pipe nobody reads would block the server); it lives as long as the server.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stderr.read() if proc.stderr else ''}")
+            log.seek(0)
+            raise RuntimeError(f"the server exited: {log.read()[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
