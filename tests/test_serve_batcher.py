@@ -91,3 +91,49 @@ def test_cancelled_jobs_are_skipped_overload_and_close_finishes_the_queue() -> N
     assert ran == [1, 3]  # the cancelled job never reached process()
     with pytest.raises(RuntimeError, match="closed"):
         b.put(Job(5))
+
+
+def test_one_bad_job_fails_alone_and_its_batch_mates_are_answered() -> None:
+    """Issue 24.2: a job the model cannot take (a text the tokenizer refuses) used to fail every job batched
+    with it. A failed batch now runs its jobs again one by one: only the bad one fails."""
+    gate, seen = threading.Event(), []
+
+    def process(jobs: list[Job]) -> list[int]:
+        gate.wait(10)
+        seen.append([j.x for j in jobs])
+        if any(j.x < 0 for j in jobs):
+            raise UnicodeEncodeError("utf-8", "\ud83d", 0, 1, "surrogates not allowed")
+        return [j.x * 10 for j in jobs]
+
+    b = DynamicBatcher(process, max_batch_size=8)
+    first = Job(0)
+    b.put(first)
+    while b.queued():
+        pass
+    mates = [Job(1), Job(-1), Job(2), Job(3)]
+    b.put_many(mates)  # queued together while the first batch runs: one batch
+    gate.set()
+    assert first.future.result(10) == 0
+    with pytest.raises(UnicodeEncodeError):
+        mates[1].future.result(10)
+    assert [mates[i].future.result(10) for i in (0, 2, 3)] == [10, 20, 30]
+    assert seen == [[0], [1, -1, 2, 3], [1], [-1], [2], [3]]
+    b.close()
+
+
+def test_put_many_is_all_or_nothing_and_asyncio_futures_are_resolved_on_their_loop() -> None:
+    import asyncio
+
+    b = DynamicBatcher(lambda jobs: [j.x + 1 for j in jobs], max_batch_size=64, max_queue=4)
+    with pytest.raises(OverloadedError):
+        b.put_many([Job(i) for i in range(5)])
+    assert b.queued() == 0
+
+    async def burst() -> list[int]:
+        loop = asyncio.get_running_loop()
+        jobs = [Job(i, future=loop.create_future()) for i in range(4)]  # type: ignore[arg-type]
+        b.put_many(jobs)
+        return list(await asyncio.gather(*(j.future for j in jobs)))
+
+    assert asyncio.run(burst()) == [1, 2, 3, 4]
+    b.close()

@@ -16,8 +16,10 @@ import uvicorn
 class BackgroundServer:
     """A real uvicorn server on ``host`` (an ephemeral port by default), started and stopped with ``with``."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 30.0) -> None:
-        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 30.0,
+                 access_log: bool = False) -> None:
+        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                     access_log=access_log)
         self.server = uvicorn.Server(self.config)
         self.host = host
         self.startup_timeout_s = startup_timeout_s

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sentidistill.errors import InputError
-from sentidistill.serve.onnx import META_FILE
+from sentidistill.serve.onnx import META_FILE, serving_session_options
 
 KIND = "classifier"
 
@@ -108,9 +108,7 @@ class OnnxClassifierBackend:
                              got=self.meta.get("kind"))
         if int8 and not self.meta.get("int8"):
             raise InputError("this export has no int8 graph (export with --int8)", path=meta_path, field="int8")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts = serving_session_options(threads)
         name = self.meta["files"]["model"].replace(".onnx", "_int8.onnx" if int8 else ".onnx")
         self.session = ort.InferenceSession(str(self.onnx_dir / name), opts, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(self.onnx_dir)

@@ -11,7 +11,7 @@ probability per label; it has no decoder, so it cannot serve completions. This m
   (one worker thread owns the model; whatever arrives within ``batch_wait_ms``, up to ``max_batch_size``
   texts, runs as one padded forward pass). Texts of different tasks share a batch: the backend returns every
   head's logits ``[B, ΣK]`` (one encoder pass, all heads) and each text reads its own head's columns.
-* :func:`analyze_request` answers ``POST /v1/analyze`` for the server.
+* :mod:`sentidistill.serve.routes.analyze` answers ``POST /v1/analyze`` with it.
 
 Tasks are resolved like the generation path (``sentiment`` -> ``sst2`` ..., :mod:`sentidistill.serve.tasks`);
 a task without its own head is answered by a head with the same label set
@@ -92,7 +92,7 @@ def classifier_engine(model: str | Path, *, backend: str = "torch", int8: bool =
 class _Job:
     text: str
     head: int
-    future: Future
+    future: Future | asyncio.Future
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ClassifierEngine(BatchedEngine):
 
     kind = KIND
 
-    def __init__(self, backend: ClassifierBackend, *, max_batch_size: int = 32, batch_wait_ms: float = 5.0,
+    def __init__(self, backend: ClassifierBackend, *, max_batch_size: int = 32, batch_wait_ms: float = 0.0,
                  max_queue: int = 1024, on_batch: Callable[[int, float], None] | None = None) -> None:
         self.backend = backend
         self.heads = HeadTable(backend.tasks)
@@ -166,9 +166,13 @@ class ClassifierEngine(BatchedEngine):
         self._batcher.put(_Job(text, head, fut))
         return fut
 
-    def submit_plan(self, plan: TaskPlan) -> list[Future]:
-        """Queue every text of a plan before any is awaited (so they batch, also with other requests)."""
-        return [self.submit(t, plan.head) for t in plan.texts]
+    def submit_plan(self, plan: TaskPlan, loop: asyncio.AbstractEventLoop | None = None) -> list[Any]:
+        """Queue every text of a plan at once (one hand-off; they batch together, and with other requests'
+        texts). With ``loop``: ``asyncio`` futures of that loop (the server), else blocking futures.
+        Raises :class:`OverloadedError` when they do not fit in the queue."""
+        jobs = [_Job(t, plan.head, loop.create_future() if loop is not None else Future()) for t in plan.texts]
+        self._batcher.put_many(jobs)
+        return [j.future for j in jobs]
 
     def finish(self, plan: TaskPlan, outputs: Sequence[tuple[np.ndarray, int]]) -> list[Classified]:
         """The answers of a plan from its futures' results: probabilities re-ordered to the task's labels."""
@@ -205,52 +209,6 @@ def _input_fields(task: Any) -> list[str]:
     tpl = getattr(getattr(spec, "prompt", None), "input_template", "") or ""
     fields = [f for _, f, _, _ in string.Formatter().parse(tpl) if f]
     return [f for f in dict.fromkeys(fields) if f != "text"]
-
-
-# -- the server's /v1/analyze -----------------------------------------------------------------------
-
-async def analyze_request(engine: ClassifierEngine, req: Any, *, limits: Any, model_name: str,
-                          api_error: Callable[..., Exception]) -> Any:
-    """``POST /v1/analyze`` for a classifier: the same request and response as for a generating student;
-    each result also has ``probabilities`` {label: p}; ``raw`` is the predicted label, ``finish_reason``
-    ``stop``, ``usage.completion_tokens`` 0. ``shots`` are refused (a classifier takes no demonstrations);
-    ``style`` and ``max_tokens`` are generation settings and have no effect.
-    Errors (``api_error(status, message, type, param=, code=)``, the app's own error class, passed in so this
-    module does not import the app): 400 for too many or too long texts, an extraction task, a missing field;
-    504 past the timeout."""
-    from sentidistill.serve.schemas import AnalyzeResponse, AnalyzeResult, UsageInfo
-    from sentidistill.serve.tasks import make_row, resolve_task
-
-    if len(req.texts) > limits.max_texts:
-        raise api_error(400, f"{len(req.texts)} texts; the limit is {limits.max_texts} per request",
-                       param="texts", code="too_many_texts")
-    if req.shots:
-        raise api_error(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
-                       param="shots", code="unsupported_parameter")
-    task = resolve_task(req.task)
-    rows = []
-    for i, item in enumerate(req.texts):
-        row = make_row(item if isinstance(item, str) else item.model_dump(), i)
-        if len(row["text"]) > limits.max_chars:
-            raise api_error(400, f"texts.{i} has {len(row['text'])} characters; the limit is {limits.max_chars}",
-                           param=f"texts.{i}", code="string_too_long")
-        rows.append(row)
-    plan = engine.plan(task, rows)
-    futures = engine.submit_plan(plan)
-    try:
-        outputs = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)),
-                                         timeout=limits.request_timeout_s)
-    except TimeoutError:
-        for f in futures:
-            f.cancel()
-        raise api_error(504, f"the request took longer than {limits.request_timeout_s} s", "timeout",
-                       code="timeout") from None
-    answers = engine.finish(plan, outputs)
-    results = [AnalyzeResult(text=row["text"], prediction=a.label, valid=True, raw=a.label, finish_reason="stop",
-                             probabilities=a.probabilities) for row, a in zip(rows, answers, strict=True)]
-    n_tok = sum(a.tokens for a in answers)
-    return AnalyzeResponse(task=task.name, model=model_name, results=results,
-                           usage=UsageInfo(prompt_tokens=n_tok, completion_tokens=0, total_tokens=n_tok))
 
 
 def generation_refused(model_name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -25,6 +26,8 @@ Examples:
   sentidistill serve runs/demo/student-onnx --backend onnx
 
   curl localhost:8000/v1/analyze -d '{"task": "sentiment", "texts": ["I loved it"]}'
+
+Access logs are off by default (--access-log turns them on). See docs/serving.md.
 """
 
 
@@ -35,7 +38,7 @@ def serve_command(
     served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                  help="Name clients pass as `model` (default: MODEL)."),
     max_batch_size: int = typer.Option(16, min=1, help="Most requests per generate() batch."),
-    batch_wait_ms: float = typer.Option(5.0, min=0.0, help="How long to collect requests into one batch."),
+    batch_wait_ms: float = typer.Option(0.0, min=0.0, help="How long a batch that is not full may wait for more texts (0: none; batches still form from what queues while the previous one runs)."),
     max_texts: int = typer.Option(64, min=1, help="Most texts (prompts) per request."),
     max_chars: int = typer.Option(8000, min=1, help="Most characters per text, prompt or message."),
     max_body_bytes: int = typer.Option(1 << 20, min=1, help="Largest request body."),
@@ -46,6 +49,9 @@ def serve_command(
     int8: bool = typer.Option(False, "--int8", help="Serve the int8 graphs of an ONNX export (made with --int8)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda:0 (default: CPU)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log",
+                                    help="Log one line per request (off by default: at thousands of requests per "
+                                         "second the log line costs more than the request)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show third-party warnings and logs "
                                  "(weight loading, deprecations), hidden by default."),
 ) -> None:
@@ -64,7 +70,15 @@ def serve_command(
         max_chars=max_chars, max_body_bytes=max_body_bytes, max_tokens=max_tokens,
         request_timeout_s=request_timeout_s,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, **uvicorn_options(host=host, port=port, log_level=log_level, access_log=access_log))
+
+
+def uvicorn_options(*, host: str, port: int, log_level: str = "info", access_log: bool = False) -> dict[str, Any]:
+    """The keyword arguments ``sentidistill serve`` passes to ``uvicorn.run``: no per-request access log unless
+    asked, and uvicorn's fastest installed event loop and HTTP parser (uvloop and httptools, when the
+    ``serve-fast`` extra installed them; asyncio and h11 otherwise)."""
+    return {"host": host, "port": port, "log_level": log_level, "access_log": access_log, "loop": "auto",
+            "http": "auto"}
 
 
 serve_command.__doc__ = SERVE_HELP

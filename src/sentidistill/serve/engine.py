@@ -11,6 +11,10 @@ Requests batch together only when their sampling settings match (greedy requests
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from sentidistill.core.records import TokenLogprob
 from sentidistill.errors import InputError
@@ -47,6 +52,14 @@ class GenParams:
         return ("sample", self.temperature, self.top_p, self.seed)
 
 
+class ServedTokenLogprob(TokenLogprob):
+    """A :class:`~sentidistill.core.records.TokenLogprob` with the true bytes of the token (``bytes``) and of
+    each alternative (``top_bytes``, parallel to ``top``), as OpenAI's log-probs report them."""
+
+    bytes: list[int] = Field(default_factory=list)
+    top_bytes: list[list[int]] = Field(default_factory=list)
+
+
 @dataclass
 class Generation:
     """The result of one request."""
@@ -63,7 +76,7 @@ class Generation:
 class _Job:
     input_ids: list[int]
     params: GenParams
-    future: Future
+    future: Future | asyncio.Future
     enqueued: float
 
 
@@ -102,7 +115,7 @@ class GenerationEngine(BatchedEngine):
         loaded: Student,
         *,
         max_batch_size: int = 16,
-        batch_wait_ms: float = 5.0,
+        batch_wait_ms: float = 0.0,
         max_queue: int = 1024,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
@@ -149,8 +162,10 @@ class GenerationEngine(BatchedEngine):
 
     # -- submission ----------------------------------------------------------------------------------
 
-    def submit(self, prompt: str | list[dict[str, str]] | list[int], params: GenParams | None = None) -> Future:
-        """Queue one prompt (text, chat messages or token ids); the future resolves to a :class:`Generation`."""
+    def submit(self, prompt: str | list[dict[str, str]] | list[int], params: GenParams | None = None, *,
+               future: Future | asyncio.Future | None = None) -> Future | asyncio.Future:
+        """Queue one prompt (text, chat messages or token ids); the future resolves to a :class:`Generation`.
+        ``future``: an ``asyncio.Future`` of the caller's loop (the server), else a new blocking one."""
         params = params or GenParams()
         if params.max_tokens < 1:
             raise InputError("max_tokens must be >= 1", field="max_tokens", got=params.max_tokens)
@@ -159,7 +174,7 @@ class GenerationEngine(BatchedEngine):
                              expected=f"0..{MAX_TOP_LOGPROBS}", got=params.top_logprobs)
         ids = prompt if _is_id_list(prompt) else self.encode_prompt(prompt)  # type: ignore[arg-type]
         self.check_length(len(ids), params.max_tokens)
-        fut: Future = Future()
+        fut = future if future is not None else Future()
         self._batcher.put(_Job(list(ids), params, fut, time.perf_counter()))
         return fut
 
@@ -167,7 +182,7 @@ class GenerationEngine(BatchedEngine):
                  timeout: float | None = None) -> list[Generation]:
         """Blocking helper: submit all prompts (they batch together) and wait for every result, in order."""
         futures = [self.submit(p, params) for p in prompts]
-        return [f.result(timeout=timeout) for f in futures]
+        return [f.result(timeout=timeout) for f in futures]  # type: ignore[call-arg]
 
     @torch.inference_mode()
     def _generate_batch(self, jobs: list[_Job]) -> list[Generation]:
@@ -226,11 +241,11 @@ class GenerationEngine(BatchedEngine):
                 ids, finish = ids[:k], "stop"
                 break
         ids = ids[: p.max_tokens]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text_out = self.tokenizer.decode(ids, skip_special_tokens=True)
         if p.stop:
-            cut = min((text.find(s) for s in p.stop if s in text), default=-1)
+            cut = min((text_out.find(s) for s in p.stop if s in text_out), default=-1)
             if cut >= 0:
-                text, finish = text[:cut], "stop"
+                text_out, finish = text_out[:cut], "stop"
                 ids = _ids_within(self.tokenizer, ids, cut)
         lps = None
         if p.logprobs and logp is not None:
@@ -238,13 +253,54 @@ class GenerationEngine(BatchedEngine):
             for k, t in enumerate(ids):
                 row_lp = logp[row, k]
                 prev = ids[k - 1] if k > 0 else None
-                top: list[tuple[str, float]] = []
-                if p.top_logprobs:
-                    vals, idx = torch.topk(row_lp, p.top_logprobs)
-                    top = [(self._piece(prev, int(i)), float(v)) for v, i in zip(vals, idx, strict=True)]
-                lps.append(TokenLogprob(token=self._piece(prev, t), logprob=float(row_lp[t]), top=top))
-        return Generation(text=text, finish_reason=finish, prompt_tokens=len(job.input_ids),
+                text, raw = self._token_text(prev, t)
+                top = self._alternatives(row_lp, prev, p.top_logprobs) if p.top_logprobs else []
+                lps.append(ServedTokenLogprob(token=text, logprob=float(row_lp[t]), bytes=list(raw),
+                                              top=[(a, v) for a, v, _ in top], top_bytes=[list(b) for _, _, b in top]))
+        return Generation(text=text_out, finish_reason=finish, prompt_tokens=len(job.input_ids),
                           completion_tokens=len(ids), logprobs=lps, token_ids=ids)
+
+    def _alternatives(self, row_lp: torch.Tensor, prev: int | None, k: int) -> list[tuple[str, float, bytes]]:
+        """The ``k`` most likely tokens at one position as ``(text, logprob, bytes)``, best first, with distinct
+        texts (OpenAI's completions ``top_logprobs`` is a map from token text to log-prob, so two tokens with
+        the same text would collapse into one entry): a token whose text an earlier (more likely) one already
+        has is skipped and the next one is taken, so there are always ``k`` (fewer only when the vocabulary
+        has fewer distinct texts)."""
+        out: list[tuple[str, float, bytes]] = []
+        seen: set[str] = set()
+        n = min(row_lp.shape[-1], 2 * k + 16)
+        while True:
+            vals, idx = torch.topk(row_lp, n)
+            for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+                text, raw = self._token_text(prev, int(i))
+                if text not in seen:
+                    seen.add(text)
+                    out.append((text, float(v), raw))
+                    if len(out) == k:
+                        return out
+            if n >= row_lp.shape[-1]:
+                return out
+            out, seen, n = [], set(), min(row_lp.shape[-1], 4 * n)
+
+    def _token_text(self, prev: int | None, tid: int) -> tuple[str, bytes]:
+        """A generated token's text and its true bytes (OpenAI's ``token`` and ``bytes``).
+
+        A token whose bytes are not UTF-8 on their own (a fragment of a multi-byte character: byte-level
+        BPE splits "☕" into up to three tokens, sentencepiece's byte fallback writes ``<0xE2>``) has the text
+        ``"bytes:\\xe2\\x98"`` (OpenAI's own spelling for such tokens) and its real bytes, never U+FFFD's.
+        Any other token: its text in context (:meth:`_piece`) and that text's UTF-8 bytes."""
+        raw = self._vocab_bytes.get(tid)
+        if raw is not None:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return "bytes:" + "".join(f"\\x{b:02x}" for b in raw), raw
+        piece = self._piece(prev, tid)
+        return piece, piece.encode("utf-8")
+
+    @functools.cached_property
+    def _vocab_bytes(self) -> TokenBytes:
+        return TokenBytes(self.tokenizer)
 
     def _piece(self, prev: int | None, tid: int) -> str:
         """The text a token adds after ``prev`` (keeps the leading space of word-initial tokens and
@@ -255,6 +311,76 @@ class GenerationEngine(BatchedEngine):
         before = tok.decode([prev], skip_special_tokens=False)
         both = tok.decode([prev, tid], skip_special_tokens=False)
         return both[len(before):] if both.startswith(before) else tok.decode([tid], skip_special_tokens=False)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level BPE alphabet: each byte 0-255 -> the printable character that stands for it in the
+    vocabulary (printable Latin-1 bytes map to themselves, the others to U+0100 onwards). Source: OpenAI's
+    gpt-2 ``encoder.py``, the table HF ``tokenizers``' ``ByteLevel`` pre-tokenizer uses."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    n = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(keep, (chr(c) for c in chars), strict=True))
+
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+class TokenBytes:
+    """A token id's true bytes from the tokenizer's vocabulary, or ``None`` where the vocabulary does not
+    spell bytes (then the decoded text is the truth).
+
+    * byte-level BPE (GPT-2, Qwen, Llama 3; the decoder is ``ByteLevel``): the token string mapped back
+      through :func:`bytes_to_unicode` (``"Ġcaf"`` -> ``b" caf"``, ``"âĺ"`` -> ``b"\\xe2\\x98"``);
+    * sentencepiece byte fallback (Llama 2, Mistral, Gemma): ``<0xE2>`` -> ``b"\\xe2"``;
+    * special and added tokens, and any other token: ``None``.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.byte_level = _decoder_kind(tokenizer) == "ByteLevel"
+        self._decoder = {c: b for b, c in bytes_to_unicode().items()}
+        self._special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._cache: dict[int, bytes | None] = {}
+
+    def get(self, tid: int) -> bytes | None:
+        """The bytes of token ``tid`` (cached), or ``None``."""
+        if tid not in self._cache:
+            self._cache[tid] = self._lookup(tid)
+        return self._cache[tid]
+
+    def _lookup(self, tid: int) -> bytes | None:
+        if tid in self._special:
+            return None
+        s = self.tokenizer.convert_ids_to_tokens(tid)
+        if not isinstance(s, str):
+            return None
+        m = _BYTE_FALLBACK.match(s)
+        if m:
+            return bytes([int(m.group(1), 16)])
+        if self.byte_level:
+            try:
+                return bytes(self._decoder[c] for c in s)
+            except KeyError:  # an added token spelled in plain text
+                return None
+        return None
+
+
+def _decoder_kind(tokenizer: Any) -> str | None:
+    """``"ByteLevel"`` when a fast tokenizer's decoder is (or contains) byte-level decoding, else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        decoder = json.loads(backend.to_str()).get("decoder") or {}
+    except (ValueError, AttributeError):
+        return None
+    return "ByteLevel" if '"ByteLevel"' in json.dumps(decoder) else None
 
 
 def _is_id_list(x: object) -> bool:

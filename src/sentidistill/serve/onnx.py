@@ -78,6 +78,25 @@ def export_onnx(model: str | Path, out_dir: str | Path, *, int8: bool = False) -
     return out_dir
 
 
+def serving_session_options(threads: int | None = None) -> Any:
+    """onnxruntime session options for serving: ``threads`` intra-op threads (default: the cpus this process
+    may run on, ``os.sched_getaffinity``, not the machine's), and worker threads that sleep when idle
+    (``session.intra_op.allow_spinning`` 0). onnxruntime's default spins its idle pool threads for a while
+    after every run; between the small batches of a server that busy wait takes the cpu from the event loop
+    (measured: 2.3x the server's CPU per text at 64 clients on 1 cpu, benchmarks/serve_speed.py)."""
+    import os
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    opts.intra_op_num_threads = n
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
@@ -99,7 +118,7 @@ class OnnxGenerationEngine(GenerationEngine):
     """The same dynamic batcher and results as :class:`GenerationEngine`, decoding with onnxruntime."""
 
     def __init__(self, onnx_dir: str | Path, *, int8: bool = False, threads: int | None = None,
-                 max_batch_size: int = 16, batch_wait_ms: float = 5.0, max_queue: int = 1024,
+                 max_batch_size: int = 16, batch_wait_ms: float = 0.0, max_queue: int = 1024,
                  on_batch: Any = None) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
@@ -111,9 +130,7 @@ class OnnxGenerationEngine(GenerationEngine):
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if int8 and not self.meta.get("int8"):
             raise InputError("this export has no int8 graphs (export with --int8)", path=meta_path, field="int8")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts = serving_session_options(threads)
         suffix = "_int8.onnx" if int8 else ".onnx"
 
         def session(role: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 # Clients (the openai SDK, LangChain, ...) send fields we do not use, such as `user` or
 # `presence_penalty`: accept and ignore them rather than fail the request.
@@ -18,6 +19,51 @@ def _drop_nulls(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: v for k, v in data.items() if v is not None}
     return data
+
+
+def lone_surrogate(data: Any, path: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], int, str] | None:
+    """The first string in a parsed JSON body that holds a lone UTF-16 surrogate: ``(path, index, char)``,
+    else ``None``. JSON may spell one (``"\\ud83d"`` without its pair); Python keeps it in the ``str``, but it
+    is not text: UTF-8 cannot encode it, so a tokenizer (or the JSON response) fails on it."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return path, exc.start, data[exc.start]
+        return None
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = lone_surrogate(k, (*path, str(k))) if isinstance(k, str) else None
+            found = found or lone_surrogate(v, (*path, str(k)))
+            if found:
+                return found
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found = lone_surrogate(v, (*path, i))
+            if found:
+                return found
+    return None
+
+
+class _TextBody(BaseModel):
+    """A request body whose strings must all be text: a lone UTF-16 surrogate anywhere in it is refused with
+    a 400 naming its field (``texts.0``, ``messages.0.content``, ``prompt``...). Checked on the whole body
+    before the fields are read, so every endpoint that takes text refuses it the same way, and such a text
+    never reaches the batcher (where it would have failed the requests batched with it)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_lone_surrogates(cls, data: Any) -> Any:
+        found = lone_surrogate(data)
+        if found:
+            path, at, char = found
+            where = ".".join(str(p) for p in path)
+            raise PydanticCustomError(
+                "invalid_text",
+                "a lone UTF-16 surrogate (U+{code}) at character {at} is not text (UTF-8 cannot encode "
+                "it): send the whole character (both halves of a surrogate pair) or U+FFFD",
+                {"path": where, "code": f"{ord(char):04X}", "at": at})
+        return data
 
 
 class ContentPart(BaseModel):
@@ -49,7 +95,7 @@ def _stop_tuple(v: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in items if s)
 
 
-class _SamplingFields(BaseModel):
+class _SamplingFields(_TextBody):
     """The fields both OpenAI routes share. Every field the OpenAI API documents for a route is declared:
     honoured, accepted without effect on the answer (``user``, ``metadata``, ``store``...: bookkeeping the
     server does not do), or refused with a 400 naming it when set to a value the student cannot honour
@@ -255,7 +301,7 @@ class Shot(BaseModel):
     gold: Any
 
 
-class AnalyzeRequest(BaseModel):
+class AnalyzeRequest(_TextBody):
     model_config = ConfigDict(extra="forbid")
     task: str = Field(..., min_length=1, description="A SentiBench task name (see GET /v1/tasks) or alias.")
     texts: list[str | AnalyzeItem] = Field(..., min_length=1)

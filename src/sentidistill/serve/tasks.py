@@ -31,23 +31,42 @@ def builtin_task_names() -> list[str]:
 
 def resolve_task(name: str) -> Any:
     """A built-in SentiBench task by registry name or alias. Never a file path: this name may come
-    from an HTTP client, and the registry would otherwise read any YAML file on the server."""
-    from sentidistill.bench import get_task
-
+    from an HTTP client, and the registry would otherwise read any YAML file on the server.
+    Raises ``InputError`` (field ``task``) for an unknown name. Resolved tasks are kept (one registry look-up
+    per name per process: the server resolves the task of every request)."""
     registry_name = TASK_ALIASES.get(name, name)
-    known = builtin_task_names()
-    if registry_name not in known:
-        raise InputError(f"unknown task '{name}'", field="task",
-                         expected=f"an alias ({', '.join(TASK_ALIASES)}) or a SentiBench task name")
-    return get_task(registry_name)
+    task = _RESOLVED.get(registry_name)
+    if task is None:
+        from sentidistill.bench import get_task
+
+        if registry_name not in builtin_task_names():
+            raise InputError(f"unknown task '{name}'", field="task",
+                             expected=f"an alias ({', '.join(TASK_ALIASES)}) or a SentiBench task name")
+        task = _RESOLVED[registry_name] = get_task(registry_name)
+    return task
+
+
+_RESOLVED: dict[str, Any] = {}
 
 
 def make_row(item: str | dict[str, Any], index: int) -> dict[str, Any]:
-    """A task row from a plain string or an object with ``text`` and extra fields (e.g. ``target``)."""
+    """A task row from a plain string or an object with ``text`` and extra fields (e.g. ``target``).
+
+    Raises ``InputError`` naming ``texts.<index>`` for an empty text, or one holding a lone UTF-16 surrogate
+    (not text: UTF-8 cannot encode it, and the tokenizer would fail on it)."""
+    from sentidistill.serve.schemas import lone_surrogate
+
     row = {"text": item} if isinstance(item, str) else dict(item)
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         raise InputError("empty text", field=f"texts.{index}", expected="a non-empty string")
+    found = lone_surrogate(row)
+    if found:
+        path, at, char = found
+        raise InputError(f"a lone UTF-16 surrogate (U+{ord(char):04X}) at character {at} is not text",
+                         field=".".join([f"texts.{index}", *(str(p) for p in path)]) if isinstance(item, dict)
+                         else f"texts.{index}",
+                         expected="text that UTF-8 can encode (whole surrogate pairs)")
     return row
 
 
