@@ -187,12 +187,37 @@ def early_stopping_args(out_dir: Path, tc: Any, n_train: int, *, seed: int, eval
     )
 
 
+def one_line_per_evaluation(trainer: Any, name: str) -> None:
+    """Replace the Trainer's console output (its raw log dicts, printed by ``PrinterCallback`` when tqdm is
+    off) by one INFO line per evaluation: step, dev agreement with the teacher, the best so far. With the root
+    logger at DEBUG (``sentidistill -v`` / ``--verbose``) the Trainer's own output stays as well."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+
+    class _EvalLine(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                        **_: Any) -> None:
+            agree = (metrics or {}).get("eval_teacher_agreement")
+            best = state.best_metric
+            total = state.max_steps or "?"
+            log.info("%s: step %s/%s, dev agreement with the teacher %s (best %s)", name, state.global_step, total,
+                     f"{agree:.3f}" if agree is not None else "-", f"{best:.3f}" if best is not None else "-")
+
+    trainer.add_callback(_EvalLine())
+
+
 def fit_early_stopped(trainer: Any, out_dir: Path, t0: float, **info: Any) -> dict[str, Any]:
     """Evaluate on dev, train (resuming from the last checkpoint in ``out_dir/checkpoints``), evaluate the
     best checkpoint; returns the summary (steps, dev agreement before/after, wall seconds) after writing it to
-    ``out_dir/training_summary.json``."""
+    ``out_dir/training_summary.json``. The console gets one line per evaluation
+    (:func:`one_line_per_evaluation`)."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    one_line_per_evaluation(trainer, out_dir.name)
     ckpt = out_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
     before = trainer.evaluate() if last is None else {}
@@ -237,7 +262,7 @@ def train_classifier(
             raise InputError(f"{init_from} has no head for tasks {missing}", field="init_from")
     else:
         model, tok = build_classifier(cfg.encoder, tasks, head_init=cfg.head_init, dropout=cfg.dropout,
-                                      max_length=cfg.max_length, seed=seed)
+                                      max_length=cfg.max_length, seed=seed, pooling=cfg.pooling)
     names = model.task_names
     train_ds = encode_rows(train_rows, tok, names, model.k_max, cfg.max_length)
     dev_ds = encode_rows(dev_rows, tok, names, model.k_max, cfg.max_length)
