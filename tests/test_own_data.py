@@ -191,3 +191,110 @@ def test_predict_without_model_uses_the_newest_student_or_says_what_to_run(disti
     assert "using the newest distilled student: runs/mine/models/classifier/final" in found.stderr
     row = json.loads(found.stdout)
     assert row["task"] == "tweets" and set(row["probabilities"]) == set(LABELS)
+
+
+# -- the data layer: unlabeled pools, per-split options, plain text files (fast) ---------------------------------
+
+def _task_file(tmp: Path, split_options: dict | None = None, train: str = "pool.txt") -> Path:
+    spec = {
+        "name": "mine", "category": "own", "kind": "classification",
+        "loader": {"format": "table", "splits": {"train": str(tmp / train), "test": str(tmp / "test.csv")},
+                   "options": {"text_field": "tweet", "label_field": "gold"}},
+        "labels": [{"name": n} for n in LABELS], "instruction": "Classify.", "metric": "macro_f1",
+        "demos": {"split": "train", "k": 0},
+    }
+    if split_options is not None:
+        spec["loader"]["split_options"] = split_options
+    path = tmp / "mine.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def test_text_format_unlabeled_pool_and_labeled_test_in_one_task(tmp_path):
+    from sentidistill.bench import get_task
+    from sentidistill.errors import InputError
+
+    (tmp_path / "pool.txt").write_bytes("first tweet\r\n\nsecond \u2028 still one\nthird\n".encode())
+    (tmp_path / "test.csv").write_text("tweet,gold\ngood day,positive\nbad day,NEGATIVE\nso so,neutral\n")
+    task = get_task(str(_task_file(tmp_path, {"train": {"format": "text"}})))
+    pool = task.load("train", labeled=False)
+    assert [r["text"] for r in pool] == ["first tweet", "second \u2028 still one", "third"]
+    assert all(r["gold"] is None for r in pool)
+    assert [r["gold"] for r in task.load("test")] == ["positive", "negative", "neutral"]
+    with pytest.raises(InputError, match=r"pool\.txt.*no label"):
+        task.load("train")  # scored against gold, a split needs its labels
+    assert len(task.load("train", labeled=False, limit=2, seed=3)) == 2
+
+
+def test_split_options_merge_over_options_and_a_pool_needs_no_label_column(tmp_path):
+    from sentidistill.bench import get_task
+    from sentidistill.errors import InputError
+
+    (tmp_path / "pool.csv").write_text("tweet,other\nfirst,x\nsecond,y\n")
+    (tmp_path / "test.csv").write_text("tweet,gold\ngood day,positive\nbad day,negative\n")
+    # The shared options name a label column the pool lacks: reading the pool as a pool ignores it.
+    task = get_task(str(_task_file(tmp_path, None, train="pool.csv")))
+    assert [r["text"] for r in task.load("train", labeled=False)] == ["first", "second"]
+    # Per-split options override the shared ones for that split only.
+    (tmp_path / "pool.csv").write_text("body,gold\nfirst,positive\nsecond,negative\n")
+    task = get_task(str(_task_file(tmp_path, {"train": {"text_field": "body"}}, train="pool.csv")))
+    assert [r["gold"] for r in task.load("train")] == ["positive", "negative"]
+    assert [r["text"] for r in task.load("test")] == ["good day", "bad day"]
+    with pytest.raises(InputError, match="split_options names splits \\['dev'\\]"):
+        get_task(str(_task_file(tmp_path, {"dev": {"text_field": "body"}}, train="pool.csv")))
+    with pytest.raises(InputError, match=re.escape("split_options.train.format: unknown format 'txt'")):
+        get_task(str(_task_file(tmp_path, {"train": {"format": "txt"}}, train="pool.csv")))
+
+
+def test_soft_labels_read_a_pool_without_labels(tmp_path):
+    from sentidistill.bench import get_task
+    from sentidistill.distill.soft_labels import unlabeled_texts
+
+    (tmp_path / "pool.txt").write_text("one\ntwo\nthree\n")
+    (tmp_path / "test.csv").write_text("tweet,gold\ngood day,positive\nbad day,negative\n")
+    task = get_task(str(_task_file(tmp_path, {"train": {"format": "text"}})))
+    rows = unlabeled_texts(task, None, data_dir=None, seed=1, max_chars=4)
+    assert [r["text"] for r in rows] == ["one", "two", "thre"] and all("gold" not in r for r in rows)
+
+
+def test_export_hf_refuses_a_mean_pooled_student_with_what_to_do(tmp_path):
+    from sentidistill.errors import InputError
+    from sentidistill.students.hf_export import export_hf
+    from sentidistill.testing import build_tiny_classifier
+
+    student = build_tiny_classifier(tmp_path / "clf")  # the default pooling: mean + L2 norm
+    with pytest.raises(InputError, match=re.escape("classifier.pooling: pooler")):
+        export_hf(student, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_readme_own_data_example_runs(tmp_path, monkeypatch):
+    """The README's "Your own data" Python example, run as written against the tiny teacher server (its
+    teacher spec pointed at it through the openai client's own $OPENAI_BASE_URL) and a tiny encoder."""
+    import functools
+
+    from sentidistill import own_data
+    from sentidistill.testing import build_tiny_encoder
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.+?)```", section, flags=re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    encoder = build_tiny_encoder(tmp_path / "encoder")
+    small = functools.partial(own_data.distill_texts, encoder=str(encoder), overrides={
+        "classifier.max_length": 32, "classifier.training.eval_steps": 5, "classifier.training.save_steps": 5,
+        "classifier.training.epochs": 3})
+    monkeypatch.setattr(own_data, "distill_texts", small)
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(3)
+    (tmp_path / "my_texts.txt").write_text("\n".join(_text(rng, i)[0] for i in range(60)) + "\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-readme")
+    with running_server() as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url + "/v1")
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+    student = namespace["student"]
+    assert student.labels == ["negative", "neutral", "positive"]
+    assert set(student.predict(["I loved it", "never again"])) <= set(student.labels)
+    assert (tmp_path / "runs" / "my_texts" / "distill.yaml").is_file()
+    assert (tmp_path / "my-texts-hf" / "config.json").is_file()

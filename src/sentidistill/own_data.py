@@ -284,7 +284,7 @@ def report_markdown(report: dict[str, Any]) -> str:
              f"- agreement with the teacher on the held-out teacher-labelled dev slice ({report.get('dev_rows')} "
              f"texts): {_pct(report.get('dev_agreement_before'))} before training -> "
              f"{_pct(report.get('dev_agreement_after'))} after",
-             f"- teacher: {int(t.get('sent', 0))} calls, {int(t.get('prompt_tokens', 0) + t.get('completion_tokens', 0))}"
+             f"- teacher, soft labels: {int(t.get('sent', 0))} calls, {int(t.get('prompt_tokens', 0) + t.get('completion_tokens', 0))}"
              f" tokens, {int(t.get('cache_hits', 0))} cache hits"]
     if report.get("wall_s") is not None:
         lines.append(f"- wall time: {report['wall_s']:.0f} s")

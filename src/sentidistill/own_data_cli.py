@@ -78,7 +78,7 @@ def show_report(report: dict) -> None:
     t = report.get("teacher") or {}
     console.print(f"agreement with the teacher on the held-out dev slice ({report.get('dev_rows')} texts): "
                   f"{pct(report.get('dev_agreement_before'))} before -> {pct(report.get('dev_agreement_after'))} after")
-    console.print(f"teacher: {int(t.get('sent', 0))} calls, "
+    console.print(f"teacher, soft labels: {int(t.get('sent', 0))} calls, "
                   f"{int(t.get('prompt_tokens', 0) + t.get('completion_tokens', 0))} tokens, "
                   f"{int(t.get('cache_hits', 0))} cache hits")
     if report.get("bench"):

@@ -16,10 +16,10 @@ from sentidistill.errors import InputError
 from sentidistill.serve.classify import ClassifierEngine, classifier_engine
 from sentidistill.serve.engine import GenerationEngine, GenParams
 from sentidistill.serve.tasks import (
+    TASK_ALIASES,
     build_prompts,
     default_max_tokens,
     jsonable_prediction,
-    TASK_ALIASES,
     make_row,
     resolve_task,
 )

@@ -391,10 +391,12 @@ class _Progress:
         self.t0 = time.perf_counter()
         self.done = 0
         self.cached = cached
+        from rich.console import Console
+
         self.p = Progress(
             TextColumn(f"[bold]teacher[/] {label[:40]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            transient=False,
+            transient=False, console=Console(stderr=True),
         )
         self.p.start()
         self.task = self.p.add_task("teacher", total=total, rate="", info=f"cache hits {cached}")

@@ -202,7 +202,7 @@ def one_line_per_evaluation(trainer: Any, name: str) -> None:
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                         **_: Any) -> None:
             agree = (metrics or {}).get("eval_teacher_agreement")
-            best = state.best_metric
+            best = max((x for x in (state.best_metric, agree) if x is not None), default=None)
             total = state.max_steps or "?"
             log.info("%s: step %s/%s, dev agreement with the teacher %s (best %s)", name, state.global_step, total,
                      f"{agree:.3f}" if agree is not None else "-", f"{best:.3f}" if best is not None else "-")
