@@ -193,7 +193,10 @@ def prepare_run(
     atomic_write_text(task_yaml, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     from sentidistill.bench import get_task
 
-    get_task(str(task_yaml))  # the task validates now, not in the middle of the run
+    loaded = get_task(str(task_yaml))  # the task and its files validate now, not in the middle of the run
+    loaded.load("train", labeled=False)
+    if test is not None:
+        loaded.load("test")  # every gold label is one of `labels` (an error names the file and line)
     raw = pipeline_config(run_dir, task_yaml, teacher_section(teacher, base_url=base_url, api_key_env=api_key_env),
                           has_test=test is not None, per_task=per_task, test_limit=test_limit, encoder=encoder,
                           pooling=pooling, max_chars=max_chars, max_length=max_length, seed=seed, training=training)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from sentidistill.errors import InputError
 
-console = Console(stderr=True)
+console = Console()
 
 
 def distill_command(
