@@ -50,6 +50,10 @@ def distill_command(
     from sentidistill.pipeline_cli import _parse_set
     from sentidistill.utils.cli import quiet_third_party
 
+    if verbose:  # everything, the Trainer's own log lines included (as `sentidistill -v distill ...`)
+        import logging
+
+        logging.getLogger().setLevel(logging.DEBUG)
     quiet_third_party(verbose)
     config = prepare_run(
         texts, [x for x in labels.split(",")], out=out, text_column=text_column, instruction=instruction,
