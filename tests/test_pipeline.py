@@ -151,7 +151,10 @@ def test_pipeline_end_to_end(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_
     names = ["teacher", "student (before)", "student (KnowDist)", "student (KnowDist+ICLDist)"]
     assert [r.split("│")[1].strip() for r in rows] == names, output
     for r, m in zip(rows, metrics, strict=True):
-        assert f"{100 * metrics[m]['sentibench_score']:.1f}" in r.split("│")[-3], (r, m)
+        cells = r.split("│")  # ... | score | 95% interval | items/s |
+        assert f"{100 * metrics[m]['sentibench_score']:.1f}" in cells[-4], (r, m)
+        lo, hi = metrics[m].get("sentibench_score_ci_low"), metrics[m].get("sentibench_score_ci_high")
+        assert (f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else "-") in cells[-3], (r, m)
     assert (run / "corpus" / "knowdist.parquet").exists() and (run / "corpus" / "icl.parquet").exists()
     assert (run / "models" / "icldist" / "final" / "model.safetensors").exists()
     html = (run / "report.html").read_text()

@@ -38,7 +38,7 @@ def _noise(stderr: str) -> list[str]:
 
 
 def test_predict_is_quiet_by_default_and_verbose_on_request(tmp_path):
-    args = [*CLI, "predict", "I loved it", "--task", "sentiment"]
+    args = [*CLI, "predict", "I loved it", "--task", "sentiment", "--model", "builtin:minilm-encdec"]
     # Both at once: each spends most of its ~20 s loading torch and the model.
     procs = [subprocess.Popen(a, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for a in (args, [*args, "--verbose"])]

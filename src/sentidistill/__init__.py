@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "predict"]
+__all__ = ["DistilledStudent", "__version__", "distill_texts", "predict"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,8 @@ def __getattr__(name: str):
         from sentidistill.serve.predict import predict
 
         return predict
+    if name in ("distill_texts", "DistilledStudent"):
+        from sentidistill import own_data
+
+        return getattr(own_data, name)
     raise AttributeError(f"module 'sentidistill' has no attribute '{name}'")

@@ -82,6 +82,7 @@ def _register_stage_commands() -> None:
 
     for module, names in [
         ("sentidistill.pipeline_cli", ["run", "quickstart"]),
+        ("sentidistill.own_data_cli", ["distill", "export-hf"]),
         ("sentidistill.teacher.cli", ["teach"]),
         ("sentidistill.train.cli", ["train"]),
         ("sentidistill.bench_cli", ["bench", "report"]),

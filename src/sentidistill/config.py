@@ -260,6 +260,7 @@ class ClassifierConfig(_Section):
     encoder: str = Field("builtin:minilm", description="builtin:minilm (all-MiniLM-L6-v2, offline) or any Hugging Face encoder id or path.")
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per text (cut to the encoder's own position limit, e.g. 512 for MiniLM; longer texts are truncated).")
     head_init: Literal["label_embeddings", "random"] = Field("label_embeddings", description="label_embeddings: heads start as a zero-shot label-similarity classifier (the 'before' row).")
+    pooling: Literal["mean", "pooler"] = Field("mean", description="mean: masked mean + L2 norm (SetFit-style, the measured recipe); pooler: the encoder's own [CLS] pooler, so `sentidistill export-hf` can write a stock BertForSequenceClassification with the same probabilities.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     temperature: float = Field(1.0, gt=0.0, description="Distillation temperature T of the soft-label KL (Hinton et al. 2015).")
     kl_weight: float = Field(1.0, ge=0.0, description="Weight of the soft-label KL term.")
@@ -386,6 +387,7 @@ class PipelineConfig(_Section):
 _ADDED_AT_DEFAULT: dict[str, Any] = {
     "soft_labels": SoftLabelsConfig().model_dump(mode="json"),
     "classifier": ClassifierConfig().model_dump(mode="json"),
+    "classifier.pooling": "mean",
     "bench.max_chars": None,
     "bench.unseen_tasks": [],
 }

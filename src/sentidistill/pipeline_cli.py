@@ -27,7 +27,8 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def results_table(metrics: dict[str, dict[str, Any]]) -> Table:
-    """Models as rows; per-category means and the overall score as columns (macro-F1 x100)."""
+    """Models as rows; per-category means, the overall score and its 95% bootstrap interval as columns
+    (macro-F1 x100), and items/s ("cache" for a teacher row answered wholly from the response cache)."""
     table = Table(title="SentiBench results (mean over tasks run; x100)")
     categories: list[str] = []
     for m in metrics.values():
@@ -38,6 +39,7 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> Table:
     for cat in categories:
         table.add_column(cat, justify="right")
     table.add_column("score", justify="right", style="bold")
+    table.add_column("95% interval", justify="left")
     table.add_column("items/s", justify="right")
     for m in metrics.values():
         cats = m.get("categories", {})
@@ -46,8 +48,11 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> Table:
         row += [f"{100 * cats[c]:.1f}" if c in cats and cats[c] is not None else "-" for c in categories]
         score = m.get("sentibench_score")
         row.append(f"{100 * score:.1f}" if score is not None else "-")
+        lo, hi = m.get("sentibench_score_ci_low"), m.get("sentibench_score_ci_high")
+        row.append(f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else "-")
         ips = m.get("items_per_s")
-        row.append(f"{ips:.1f}" if ips else "-")
+        # A teacher row answered wholly from the cache (e.g. the calibrated teacher) has no speed of its own.
+        row.append("cache" if m.get("from_cache") else (f"{ips:.1f}" if ips else "-"))
         table.add_row(*row)
     return table
 
@@ -66,7 +71,9 @@ def _print_plan(cfg) -> None:
 
 def _run(cfg) -> None:
     from sentidistill.pipeline import run_pipeline
+    from sentidistill.utils.cli import quiet_third_party
 
+    quiet_third_party()  # Trainer dicts, weight-loading bars, transformers warnings; `sentidistill -v` keeps them
     t0 = time.perf_counter()
     console.print(f"[bold]run[/] {cfg.name}  (config hash {cfg.config_hash()}) -> {cfg.run_dir}")
     result = run_pipeline(cfg, on_stage=lambda name, status: console.print(f"  [cyan]{name}[/]: {status}"))

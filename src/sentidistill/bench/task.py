@@ -48,6 +48,10 @@ class LoaderSpec(_Strict):
     format: str = Field(description=f"One of: {', '.join(FORMATS)}.")
     splits: dict[str, str] = Field(description="split name -> path (relative to the data folder) or hf:NAME[:CONFIG].")
     options: dict[str, Any] = Field(default_factory=dict, description="Reader options (label_names, text_field...).")
+    split_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-split reader options merged over `options`, e.g. "
+        "{train: {format: text}, test: {label_field: label}} (an unlabeled pool beside a labeled test file); "
+        "`format` here overrides the loader's format for that split.")
     derive_splits: DeriveSplits | None = Field(None, description="Cut one file into seeded splits (e.g. MR 80/10/10).")
     skip_bad: bool = Field(False, description="Skip (and log the count of) rows that fail to parse, e.g. empty tweets.")
 
@@ -61,7 +65,18 @@ class LoaderSpec(_Strict):
             raise ValueError(str(exc)) from None
         if self.derive_splits and self.derive_splits.source not in self.splits:
             raise ValueError(f"derive_splits.source '{self.derive_splits.source}' is not a key of splits")
+        unknown = sorted(set(self.split_options) - set(self.splits))
+        if unknown:
+            raise ValueError(f"split_options names splits {unknown} that are not keys of splits ({list(self.splits)})")
+        for split, opts in self.split_options.items():
+            if "format" in opts and opts["format"] not in FORMATS:
+                raise ValueError(f"split_options.{split}.format: unknown format '{opts['format']}'; expected one of "
+                                 f"{', '.join(FORMATS)}")
         return self
+
+    def options_for(self, split: str) -> dict[str, Any]:
+        """The reader options of ``split``: ``options`` with ``split_options[split]`` merged over them."""
+        return {**self.options, **self.split_options.get(split, {})}
 
 
 AnswerSource = Literal["label", "aspect_term_pairs", "aspect_category_pairs", "quads", "aste_triplets", "opinions"]
@@ -198,8 +213,8 @@ class Task:
         return f"Task({self.name!r}, {self.kind}, {self.category})"
 
     # -- data ----------------------------------------------------------------------------------------
-    def _records(self, split: str, data_dir: str | Path | None) -> list[dict[str, Any]]:
-        key = (split, str(data_dir))
+    def _records(self, split: str, data_dir: str | Path | None, labeled: bool = True) -> list[dict[str, Any]]:
+        key = (split, str(data_dir)) if labeled else (split, str(data_dir), "unlabeled")
         if key in self._cache:
             return self._cache[key]
         ld = self.spec.loader
@@ -209,44 +224,61 @@ class Task:
                 raise InputError(f"task '{self.name}' has no split '{split}'", field="split",
                                  expected=" | ".join(ds.fractions))
             path = ld.splits[ds.source]
-            recs = self._read(path, ds.source, data_dir)
+            recs = self._read(path, ds.source, data_dir, labeled)
             for name, part in seeded_split(recs, ds.fractions, ds.seed).items():
-                self._cache[(name, str(data_dir))] = [self._row(r, i, path) for i, r in enumerate(part)]
+                self._cache[(name, *key[1:])] = [self._row(r, i, path, labeled) for i, r in enumerate(part)]
             return self._cache[key]
         if split not in ld.splits:
             raise InputError(f"task '{self.name}' has no split '{split}'", field="split",
                              expected=" | ".join(ld.splits))
         path = ld.splits[split]
-        recs = self._read(path, split, data_dir)
-        rows = [self._row(r, i, path) for i, r in enumerate(recs)]
+        recs = self._read(path, split, data_dir, labeled)
+        rows = [self._row(r, i, path, labeled) for i, r in enumerate(recs)]
         self._cache[key] = rows
         return rows
 
-    def _read(self, path: str, split: str, data_dir: str | Path | None) -> list[dict[str, Any]]:
+    def _read(self, path: str, split: str, data_dir: str | Path | None, labeled: bool = True) -> list[dict[str, Any]]:
         ld = self.spec.loader
         stats: dict[str, int] = {}
-        recs = load_records(ld.format, path, split=split, data_dir=data_dir, skip_bad=ld.skip_bad, stats=stats,
-                            **ld.options)
+        options = ld.options_for(split)
+        fmt = options.pop("format", ld.format)
+        if not labeled:  # a soft-label pool: its labels (if any) are never read, so none are required
+            options.pop("label_field", None)
+        recs = load_records(fmt, path, split=split, data_dir=data_dir, skip_bad=ld.skip_bad, stats=stats,
+                            **options)
         if stats.get("skipped"):
             log.warning("task %s, %s (%s): skipped %d unreadable rows (loader.skip_bad)",
                         self.name, split, path, stats["skipped"])
         return recs
 
     def load(
-        self, split: str | None = None, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 42
+        self, split: str | None = None, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 42,
+        *, labeled: bool = True,
     ) -> list[dict[str, Any]]:
         """Rows of ``split`` (default: the evaluation split); ``limit`` takes a stratified subsample
-        (by label for classification, by number of gold tuples otherwise) with ``seed``."""
-        rows = self._records(split or self.spec.eval_split, data_dir)
+        (by label for classification, by number of gold tuples otherwise) with ``seed``.
+
+        ``labeled=False`` (a classification task's unlabeled pool, e.g. for soft labels): rows need no label
+        and carry ``gold=None`` (a label column is not read at all); ``limit`` is then a seeded random sample.
+        With ``labeled=True`` a row without a label raises :class:`InputError` naming the file and line."""
+        if not labeled and self.kind != "classification":
+            raise InputError(f"task '{self.name}': only classification tasks have unlabeled pools", field="kind")
+        rows = self._records(split or self.spec.eval_split, data_dir, labeled)
+        if not labeled:
+            if limit is not None and limit < len(rows):
+                import random
+
+                rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+            return [dict(r) for r in rows]
         if limit is not None and limit < len(rows):
             key = (lambda r: r["gold"]) if self.kind == "classification" else (lambda r: min(len(r["gold"]), 3))
             rows = stratified_sample(rows, limit, key=key, seed=seed)
         return [dict(r) for r in rows]
 
-    def _row(self, rec: dict[str, Any], index: int, path: str) -> dict[str, Any]:
+    def _row(self, rec: dict[str, Any], index: int, path: str, labeled: bool = True) -> dict[str, Any]:
         row = {k: v for k, v in rec.items() if k not in {"label", "aspects", "quads", "opinions", "triplets"}}
         row.setdefault("id", f"{self.name}-{index}")
-        row["gold"] = self._gold(rec, index, path)
+        row["gold"] = self._gold(rec, index, path) if labeled else None
         if self.spec.answer.source == "opinions":
             row["gold_spans"] = [
                 {role: [list(s) for s in op[role]["spans"]] for role in ("Source", "Target", "Polar_expression")}

@@ -14,7 +14,7 @@ from sentidistill.errors import InputError
 
 Format = Literal[
     "sentibench_json", "fsa_json", "tweeteval", "label_lines", "aste", "teacher_sample",
-    "jsonl", "json", "csv", "tsv", "parquet", "table", "hf",
+    "jsonl", "json", "csv", "tsv", "parquet", "table", "hf", "text",
 ]
 FORMATS: tuple[str, ...] = Format.__args__  # type: ignore[attr-defined]
 
@@ -53,7 +53,7 @@ def resolve_path(path: str | Path, data_dir: str | Path | None) -> Path:
 FORMAT_READERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "sentibench_json": readers.read_sentibench_json, "fsa_json": readers.read_sentibench_json,
     "tweeteval": readers.read_tweeteval, "label_lines": readers.read_label_lines, "aste": readers.read_aste,
-    "teacher_sample": readers.read_teacher_sample, "hf": readers.read_hf,
+    "teacher_sample": readers.read_teacher_sample, "hf": readers.read_hf, "text": readers.read_text_lines,
     **{f: readers.read_table for f in ("jsonl", "json", "csv", "tsv", "parquet", "table")},
 }
 
@@ -98,7 +98,7 @@ def load_records(
     Options: ``label_names`` (label_lines), ``text_field``/``label_field`` (tables, hf), ``mapping_path``
     (tweeteval), ``encoding`` (tables: a Python codec name; default UTF-8 or what a byte-order mark says),
     ``quoting`` (csv/tsv: ``none`` = quotes are text, the .tsv default; ``csv`` = RFC 4180 quoting, the
-    .csv default).
+    .csv default). Format ``text``: a plain text file, one text per line (no labels).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown data format '{fmt}'", field="format", expected=" | ".join(FORMATS))
@@ -119,6 +119,8 @@ def load_records(
         return readers.read_aste(p, **kw)
     if fmt == "teacher_sample":
         return readers.read_teacher_sample(p, **kw)
+    if fmt == "text":
+        return readers.read_text_lines(p, encoding=options.get("encoding"), **kw)
     return readers.read_table(p, text_field=options.get("text_field", "text"),
                               label_field=options.get("label_field"), encoding=options.get("encoding"),
                               quoting=options.get("quoting"), **kw)

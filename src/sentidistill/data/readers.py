@@ -580,6 +580,34 @@ def read_table(
                     item_word="item" if suffix == ".json" else "line")
 
 
+@takes_options("encoding")
+def read_text_lines(path: str | Path, *, encoding: str | None = None, skip_bad: bool = False,
+                    stats: Stats | None = None) -> list[Record]:
+    """A plain text file, one text per line (format ``text``): records ``{"text", "id"}``, no labels.
+
+    Lines are split on ``\n`` only (a text holding U+2028 or U+0085 stays one text); a trailing ``\r`` is
+    removed; blank lines are skipped (and counted in ``stats["blank"]``). Decoding as in
+    :func:`read_text_file` (strict; ``encoding`` or a byte-order mark). Raises :class:`InputError` for a
+    missing file or a file with no non-blank line."""
+    path = _need_file(path)
+    out: list[Record] = []
+    blank = 0
+    for lineno, line in _lines(read_text_file(path, encoding)):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            blank += 1
+            continue
+        out.append({"text": line, "id": f"{path.stem}-{lineno}"})
+    if not out:
+        raise InputError("no text in the file", path=path, expected="one text per line")
+    if stats is not None:
+        stats["read"] = stats.get("read", 0) + len(out)
+        if blank:
+            stats["blank"] = stats.get("blank", 0) + blank
+    del skip_bad  # a line of text cannot be malformed
+    return out
+
+
 @takes_options("text_field", "label_field")
 def read_hf(
     spec: str,

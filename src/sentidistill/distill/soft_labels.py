@@ -88,7 +88,7 @@ def unlabeled_texts(task: Any, n: int | None, *, data_dir: str | Path | None, se
                     split: str = "train") -> list[dict[str, Any]]:
     """``n`` rows of ``split`` drawn with ``seed`` (all when ``n`` is None), gold labels removed, texts cut
     at ``max_chars``. Raises ``InputError`` when the split is missing or empty."""
-    rows = task.load(split, data_dir=data_dir)
+    rows = task.load(split, data_dir=data_dir, labeled=False)  # labels are never read: a pool may have none
     if not rows:
         raise InputError(f"task '{task.name}' has no rows in split '{split}'", field="soft_labels.tasks")
     idx = list(range(len(rows)))

@@ -32,7 +32,8 @@ Access logs are off by default (--access-log turns them on). See docs/serving.md
 
 
 def serve_command(
-    model: str = typer.Argument(..., help="HF id or path, builtin:minilm-encdec, or an ONNX export dir."),
+    model: str | None = typer.Argument(None, help="HF id or path, builtin:minilm-encdec, or an ONNX export dir "
+                                       "(default: the newest distilled student under runs/)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it on the network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     served_model_name: str | None = typer.Option(None, "--served-model-name",
@@ -62,6 +63,7 @@ def serve_command(
 
     from sentidistill.serve.app import create_app
 
+    model = _default_model(model)
     if prompt_style not in ("plain", "chat"):
         raise InputError("unknown prompt style", field="--prompt-style", expected="plain | chat", got=prompt_style)
     app = create_app(
@@ -82,6 +84,18 @@ def uvicorn_options(*, host: str, port: int, log_level: str = "info", access_log
 
 
 serve_command.__doc__ = SERVE_HELP
+
+
+def _default_model(model: str | None) -> str:
+    """``model``, or the newest distilled student under runs/ (said on stderr); an InputError naming what to
+    run when there is none: never an untrained model by default."""
+    if model is not None:
+        return model
+    from sentidistill.serve.predict import newest_student
+
+    path = newest_student()
+    print(f"using the newest distilled student: {path}", file=sys.stderr)
+    return str(path)
 
 
 def _read_inputs(texts: list[str], file: Path | None) -> list[str | dict]:
@@ -115,9 +129,11 @@ def _read_inputs(texts: list[str], file: Path | None) -> list[str | dict]:
 def predict_command(
     texts: list[str] = typer.Argument(None, help="Texts to analyse; '-' reads one text per line from stdin."),
     file: Path | None = typer.Option(None, "--file", "-f", help=".txt (one per line) or .jsonl ({text, ...})."),
-    task: str = typer.Option("sentiment", help="Alias (sentiment, emotion, irony, stance, aspects, "
-                                               "triplets, ...) or a SentiBench task name."),
-    model: str = typer.Option("builtin:minilm-encdec", help="Student: HF id/path, builtin, or ONNX dir."),
+    task: str | None = typer.Option(None, help="Alias (sentiment, emotion, irony, stance, aspects, triplets, "
+                                   "...), a SentiBench task name, or a classifier's own head (default: a "
+                                   "classifier's only head, else sentiment)."),
+    model: str | None = typer.Option(None, help="Student: HF id/path, builtin, or ONNX dir (default: the newest "
+                                     "distilled student under runs/)."),
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     backend: str = typer.Option("torch", help="torch | onnx."),
     int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs of an ONNX export (made with --int8)."),
@@ -141,6 +157,7 @@ def predict_command(
     from sentidistill.serve.predict import predict
 
     items = _read_inputs(texts or [], file)
+    model = _default_model(model)
     if target is not None:
         items = [{"text": t, "target": target} if isinstance(t, str) else {"target": target, **t} for t in items]
     for row in predict(items, task=task, model=model, batch_size=batch_size, backend=backend, int8=int8):

