@@ -82,8 +82,10 @@ def build_tiny_seq2seq(out_dir: str | Path, seed: int = 0, d_model: int = 64, la
     return out_dir
 
 
-def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
-    """Write a Qwen2 HF checkpoint (f32) + its byte-level BPE tokenizer as a GGUF file, as llama.cpp lays it out."""
+def write_gguf_from_hf(hf_dir: Path, out: Path, *, chat_template: str | None = None) -> Path:
+    """Write a Qwen2 HF checkpoint (f32) + its byte-level BPE tokenizer as a GGUF file, as llama.cpp lays it out.
+
+    ``chat_template``: stored as ``tokenizer.chat_template`` (what a llama.cpp teacher formats prompts with)."""
     import gguf
     from safetensors.torch import load_file
 
@@ -110,6 +112,8 @@ def write_gguf_from_hf(hf_dir: Path, out: Path) -> Path:
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, n)
     for key, value in load_file(hf_dir / "model.safetensors").items():
         w.add_tensor(names.get_name(key, try_suffixes=(".weight", ".bias")), value.float().numpy())

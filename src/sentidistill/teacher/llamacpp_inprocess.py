@@ -13,7 +13,10 @@ has a seed). Reported log-probs are the model's raw log-softmax, before temperat
 transformers backend. Consecutive prompts that share a prefix (the instructions and few-shot demos of ICL
 prompts) reuse llama.cpp's KV cache for it, so only the new suffix is evaluated.
 
-One model, one lock: requests run one at a time in a worker thread, so the runner's concurrency only queues.
+One model, one lock. Generation requests run one at a time in a worker thread. Restricted-scoring requests
+(``params.score_labels``) that are in flight together (the runner's ``concurrency``) are micro-batched,
+up to ``batch_size`` per batch, and scored with many texts and all their label continuations per
+``llama_decode`` (:mod:`sentidistill.teacher.llamacpp_batch`); ``batch_size: 1`` scores one by one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from sentidistill.teacher.base import FatalBackendError, RequestRejected
+from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 from sentidistill.teacher.types import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.weights import resolve_gguf
@@ -83,7 +87,8 @@ class LlamaCppInProcessBackend:
     """A GGUF file (or ``builtin:qwen2.5-coder-*``) loaded once with ``llama_cpp.Llama``; see the module doc.
 
     Options (:class:`LlamaCppOptions`): ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
-    reuse the KV cache of the previous prompt's common prefix).
+    reuse the KV cache of the previous prompt's common prefix), ``batch_size`` (16: restricted-scoring
+    requests scored together per batch; 1 = one by one).
 
     Restricted scoring (``params.score_labels``) is exact: log P(label tokens | prompt) summed over the
     label's tokens, each continuation evaluated on top of the prompt's KV cache (labels sharing a prefix,
@@ -94,7 +99,7 @@ class LlamaCppInProcessBackend:
 
     def __init__(
         self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
-        n_batch: int = 512, prefix_cache: bool = True,
+        n_batch: int = 512, prefix_cache: bool = True, batch_size: int = 16, batch_wait_s: float = 0.01,
     ) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise FatalBackendError("the llamacpp teacher needs llama-cpp-python: pip install 'sentidistill[llamacpp]'")
@@ -136,15 +141,25 @@ class LlamaCppInProcessBackend:
         self._rng = np.random.default_rng()
         self._piece_cache: dict[int, str] = {}
         self._closed = False
+        self.batch_size = batch_size
+        self._threads = threads
+        self._n_batch = n_batch
+        self._scorer: Any = None  # the multi-sequence context, made on the first batched scoring request
+        # Scoring requests with the same label set are scored together; one worker thread (the model's lock).
+        self._batcher = MicroBatcher(self.score_batch, wait_s=batch_wait_s, batch_size=batch_size,
+                                     group_key=lambda r: r.params.score_labels, name="llamacpp scoring")
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> LlamaCppInProcessBackend:
         o: LlamaCppOptions = cfg.options  # type: ignore[assignment]
         return cls(cfg.model, n_ctx=o.n_ctx, n_threads=o.n_threads, n_gpu_layers=o.n_gpu_layers, n_batch=o.n_batch,
-                   prefix_cache=o.prefix_cache)
+                   prefix_cache=o.prefix_cache, batch_size=o.batch_size)
 
     # -- the backend interface ---------------------------------------------------------------------
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
+        if request.params.score_labels and self.batch_size > 1:
+            self._label_tokens(request.params.score_labels, len(self.format_prompt(request.messages)))  # bad input: now
+            return await self._batcher.submit(request)
         return await asyncio.to_thread(self.generate_one, request)
 
     async def aclose(self) -> None:
@@ -152,9 +167,12 @@ class LlamaCppInProcessBackend:
 
     def close(self) -> None:
         """Free the model (waits for a request in progress)."""
+        self._batcher.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._scorer is not None:
+                    self._scorer.close()
                 self.llm.close()
 
     # -- generation --------------------------------------------------------------------------------
@@ -217,15 +235,55 @@ class LlamaCppInProcessBackend:
             self._piece_cache[tok] = text
         return text
 
-    def _score_labels(self, prompt: list[int], labels: tuple[str, ...]) -> TeacherResponse:
-        """log P(label | prompt) for each label (nats): the sum over the label's tokens, tokenised as the
-        start of the answer (no leading space, as the chat template's assistant turn begins)."""
+    def _label_tokens(self, labels: tuple[str, ...], prompt_len: int) -> list[list[int]]:
+        """Each label's token ids, tokenised as the start of the answer (no leading space, as the chat
+        template's assistant turn begins). Raises ``RequestRejected`` for a label that tokenises to nothing
+        or a prompt that, with its longest label, does not fit ``n_ctx``."""
         seqs = [self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False) for w in labels]
         if any(not s for s in seqs):
             raise RequestRejected(f"a label tokenises to nothing: {labels!r}")
-        longest = max(len(s) for s in seqs)
-        if len(prompt) + longest > self.n_ctx:
-            raise RequestRejected(f"the prompt has {len(prompt)} tokens; with the label it exceeds n_ctx={self.n_ctx}")
+        if prompt_len + max(len(s) for s in seqs) > self.n_ctx:
+            raise RequestRejected(f"the prompt has {prompt_len} tokens; with the label it exceeds n_ctx={self.n_ctx}")
+        return seqs
+
+    def score_batch(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """Restricted scoring of several requests with the same ``score_labels``, many texts per
+        ``llama_decode`` (:class:`~sentidistill.teacher.llamacpp_batch.MultiSequenceScorer`). The same
+        log-probs as :meth:`generate_one` one by one, up to float rounding (< 1e-3 nats). Raises
+        ``RequestRejected`` (a prompt too long, a failed decode) and ``FatalBackendError`` once closed."""
+        t0 = time.perf_counter()
+        labels = requests[0].params.score_labels
+        if any(r.params.score_labels != labels for r in requests):
+            raise ValueError("score_batch needs requests with the same score_labels")
+        prompts = [self.format_prompt(r.messages) for r in requests]
+        seqs = self._label_tokens(labels, max(len(p) for p in prompts))
+        with self._lock:
+            if self._closed:
+                raise FatalBackendError("the llama.cpp teacher is closed")
+            if self._scorer is None:
+                from sentidistill.teacher.llamacpp_batch import MultiSequenceScorer
+
+                self._scorer = MultiSequenceScorer(
+                    self.llm._model, n_ctx=self.n_ctx, n_batch=self._n_batch, n_threads=self._threads,
+                    n_seq_max=min(256, 1 + self.batch_size * max(2, len(labels))), n_vocab=self.n_vocab,
+                    base_params=self.llm.context_params)
+            try:
+                results = self._scorer.score(prompts, seqs)
+            except (RuntimeError, ValueError) as exc:
+                raise RequestRejected(f"llama.cpp batched scoring failed: {exc}") from None
+        latency = (time.perf_counter() - t0) / len(requests)
+        out = []
+        for prompt, (scores, n_evals) in zip(prompts, results, strict=True):
+            best = int(np.argmax(scores))
+            out.append(TeacherResponse(
+                text=labels[best], model=self.model_id, finish_reason="label_scores", latency_s=latency,
+                usage=Usage(prompt_tokens=len(prompt), completion_tokens=n_evals), label_logprobs=scores))
+        return out
+
+    def _score_labels(self, prompt: list[int], labels: tuple[str, ...]) -> TeacherResponse:
+        """log P(label | prompt) for each label (nats), one text at a time: the sum over the label's
+        tokens (see :meth:`_label_tokens`), each label prefix evaluated on the prompt's KV cache."""
+        seqs = self._label_tokens(labels, len(prompt))
         self._eval_prompt(prompt)
         # Log-probs of the next token after prompt + prefix, for every label prefix we need (one eval each).
         after: dict[tuple[int, ...], np.ndarray] = {(): self._last_logprobs()}
@@ -328,6 +386,7 @@ class LlamaCppOptions(TeacherOptions):
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU (-1: all).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens per llama.cpp batch (inprocess).")
     prefix_cache: bool = Field(True, description="Reuse the KV cache of the previous prompt's common prefix (inprocess).")
+    batch_size: int = Field(16, ge=1, le=128, description="inprocess: restricted-scoring requests scored together, many texts and all their labels per llama_decode (1 = one by one). Batches form from the requests in flight: set the teacher's concurrency >= batch_size.")
     logits_all: bool = Field(False, description="server mode: needed for top-k log-probs (ignored inprocess).")
     server_args: list[str] | None = Field(None, description="server mode: extra command-line arguments.")
     startup_timeout_s: float = Field(300.0, gt=0, description="server mode: how long the server may take to start.")
