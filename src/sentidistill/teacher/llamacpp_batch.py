@@ -54,11 +54,11 @@ def _memory_api(llama_cpp: Any, ctx: Any) -> tuple[Callable[..., Any], Callable[
         return (lambda s, d: llama_cpp.llama_memory_seq_cp(mem, s, d, -1, -1),
                 lambda s, p0, p1: bool(llama_cpp.llama_memory_seq_rm(mem, s, p0, p1)),
                 lambda: llama_cpp.llama_memory_clear(mem, True))
-    for prefix in ("llama_kv_self_", "llama_kv_cache_"):
-        if hasattr(llama_cpp, prefix + "seq_cp"):
-            cp, rm, clear = (getattr(llama_cpp, prefix + n) for n in ("seq_cp", "seq_rm", "clear"))
-            return (lambda s, d: cp(ctx, s, d, -1, -1), lambda s, p0, p1: bool(rm(ctx, s, p0, p1)),
-                    lambda: clear(ctx))
+    prefix = next((p for p in ("llama_kv_self_", "llama_kv_cache_") if hasattr(llama_cpp, p + "seq_cp")), None)
+    if prefix is not None:
+        cp, rm, clear = (getattr(llama_cpp, prefix + n) for n in ("seq_cp", "seq_rm", "clear"))
+        return (lambda s, d: cp(ctx, s, d, -1, -1), lambda s, p0, p1: bool(rm(ctx, s, p0, p1)),
+                lambda: clear(ctx))
     raise RuntimeError("this llama-cpp-python has no KV-cache sequence API (llama_memory_seq_cp)")
 
 
