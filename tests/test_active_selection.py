@@ -103,7 +103,7 @@ def test_uncertainty_rounds_go_to_the_boundary_and_stay_diverse() -> None:
 def test_selection_config_is_checked_at_load() -> None:
     from sentidistill.config import SelectionConfig, SoftLabelsConfig
 
-    with pytest.raises(ValidationError, match="needs selection.budget"):
+    with pytest.raises(ValidationError, match=r"needs selection\.budget"):
         SelectionConfig(strategy="random")
     with pytest.raises(ValidationError, match="must be below n_per_task"):
         SoftLabelsConfig(n_per_task=50, selection={"strategy": "uncertainty_diversity", "budget": 50})

@@ -141,7 +141,7 @@ def select(embeddings: np.ndarray, label: LabelFn, *, strategy: str, budget: int
             predict = fit_softmax_probe(embeddings[np.asarray(chosen)[ok]], targets)
             u = uncertainty(predict(embeddings[rest]), uncertainty_kind)
             order = np.lexsort((rest, -u))  # most uncertain first, ties to the lower index
-            pool = rest[order[: max(size, int(math.ceil(candidates * size)))]]
+            pool = rest[order[: max(size, math.ceil(candidates * size))]]
         else:
             pool = rest
         picks = kcenter_greedy(embeddings, size, chosen=chosen, candidates=pool)
