@@ -128,7 +128,7 @@ class SelectionConfig(_Section):
     rounds of student uncertainty + diversity."""
 
     strategy: Literal["all", "random", "uncertainty_diversity"] = Field("all", description="all: the teacher labels the whole n_per_task pool; random: a seeded sample of `budget`; uncertainty_diversity: rounds of the student's uncertainty + k-center diversity on its encoder's embeddings.")
-    budget: int | None = Field(None, ge=2, description="Texts per task the teacher labels, chosen from the n_per_task pool (required unless strategy is all).")
+    budget: int | None = Field(None, ge=2, description="Texts per task the teacher labels, chosen from the n_per_task pool (required unless strategy is all; a pool no larger than the budget is labelled whole).")
     rounds: int = Field(4, ge=1, le=50, description="uncertainty_diversity: selection rounds (the student probe is refitted after each).")
     seed_fraction: float = Field(0.25, gt=0.0, le=1.0, description="uncertainty_diversity: share of the budget labelled in round 0 (k-center greedy on the embeddings).")
     candidates: float = Field(4.0, ge=1.0, description="uncertainty_diversity: each round, k-center greedy runs over this many times the round's size of the most uncertain texts.")
@@ -162,13 +162,6 @@ class SoftLabelsConfig(_Section):
     generative_training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
     generative_temperature: float = Field(1.0, gt=0.0, description="Temperature of the generative student's label-distribution KL.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Which texts of the n_per_task pool the teacher labels (active selection; docs/teacher_speed.md).")
-
-    @model_validator(mode="after")
-    def _selection_fits_the_pool(self) -> SoftLabelsConfig:
-        b, n = self.selection.budget, self.n_per_task
-        if self.selection.strategy != "all" and b is not None and n is not None and b >= n:
-            raise ValueError(f"selection.budget ({b}) must be below n_per_task ({n}), the pool it chooses from")
-        return self
 
 
 class ClassifierConfig(_Section):

@@ -172,8 +172,8 @@ def select_rows(cfg: Any, rows: list[dict[str, Any]], label: LabelFn, *, seed: i
     (see :func:`select`); ``embeddings`` ([N, d]) skips the encoder when given."""
     from sentidistill.students.classifier import classifier_input
 
-    if cfg.strategy == "all" or cfg.budget is None:
-        return rows
+    if cfg.strategy == "all" or cfg.budget is None or cfg.budget >= len(rows):
+        return rows  # nothing to choose: the whole pool
     if embeddings is None and cfg.strategy != "random":
         embeddings = embed_texts(cfg.encoder, [classifier_input(r) for r in rows], max_length=cfg.max_length)
     if embeddings is None:
