@@ -106,6 +106,10 @@ def score_classifier(rows: list[dict[str, Any]], work: Path, args: argparse.Name
     return 100.0 * float(m["sentibench_score"])
 
 
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -136,7 +140,7 @@ def main() -> None:
     t0 = time.perf_counter()
     emb = {name: embed_texts(sel.encoder, [classifier_input(r) for r in rows], max_length=sel.max_length)
            for name, rows in pools.items()}
-    for name, rows in pools.items():
+    for rows in pools.values():
         for i, r in enumerate(rows):
             r["_i"] = i
     tests = {}
@@ -179,9 +183,8 @@ def main() -> None:
     reach = None
     for frac in sorted(args.fractions):
         r, a = results[("random", frac)], results[("uncertainty_diversity", frac)]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
-        print(f"| {round(frac * n_pool)} | {100 * frac:.0f}% | {statistics.mean(r):.1f} ± {sd(r):.1f} "
-              f"| {statistics.mean(a):.1f} ± {sd(a):.1f} |")
+        print(f"| {round(frac * n_pool)} | {100 * frac:.0f}% | {statistics.mean(r):.1f} ± {_sd(r):.1f} "
+              f"| {statistics.mean(a):.1f} ± {_sd(a):.1f} |")
         if reach is None and statistics.mean(a) >= full:
             reach = frac
     msg = f"{100 * reach:.0f}% of the labels" if reach is not None else "not within the fractions tried"
