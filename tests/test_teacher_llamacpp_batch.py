@@ -34,8 +34,10 @@ def _messages(text: str) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Qwen2 with sharpened attention (q/k weights x6): its answers depend on the text, so a
-    token attending to another text's cells, or missing the shared prefix, changes the scores."""
+    """The tiny Qwen2 with sharpened attention (q/k weights x6) and an untied random output head: its scores
+    and answers depend on the text, so a token attending to another text's cells, or missing the shared
+    prefix, changes them (with the tied head it only repeats the prompt's last token)."""
+    import torch
     from safetensors.torch import load_file, save_file
 
     from sentidistill.students.base import PLAIN_CHAT_TEMPLATE
@@ -44,11 +46,13 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("tiny-teacher")
     hf = build_tiny_causal_lm(d / "hf", seed=3)
     weights = load_file(hf / "model.safetensors")
-    for k, v in weights.items():
+    for k, v in list(weights.items()):
         if "q_proj" in k or "k_proj" in k:
             weights[k] = v * 6.0
         elif "embed_tokens" in k:
-            weights[k] = v * 20.0
+            weights[k] = v * 3.0
+            g = torch.Generator().manual_seed(1)
+            weights["lm_head.weight"] = torch.randn(v.shape, generator=g) * 3.0 / v.shape[1] ** 0.5
     save_file(weights, str(hf / "model.safetensors"), metadata={"format": "pt"})
     return write_gguf_from_hf(hf, d / "tiny.gguf", chat_template=PLAIN_CHAT_TEMPLATE)
 
@@ -126,3 +130,48 @@ def test_batched_path_rejects_a_prompt_longer_than_the_context(backend) -> None:
         asyncio.run(backend.agenerate_one(req))
     with pytest.raises(RequestRejected, match="n_ctx"):
         backend.score_batch([req])
+
+
+def test_batched_generation_equals_one_by_one(backend) -> None:
+    """Several answers decoded together (one sequence each, one token of each per llama_decode) equal the
+    single-sequence path's: greedy text, top-k log-probs, stop strings, budgets and a seeded sample."""
+    params = [
+        SamplingParams(max_tokens=12, logprobs=True, top_logprobs=3),
+        SamplingParams(max_tokens=5),
+        SamplingParams(max_tokens=20, stop=("non",), logprobs=True, top_logprobs=2),
+        SamplingParams(max_tokens=9, temperature=1.0, top_p=0.9, seed=7),
+        SamplingParams(max_tokens=16, logprobs=True),
+    ]
+    reqs = [TeacherRequest(messages=_messages(t), params=p) for t, p in zip(TEXTS, params, strict=True)]
+    one = [backend.generate_one(r) for r in reqs]
+    decodes = backend._multi().decodes
+    got = backend.generate_batch(reqs)
+    # The prefix and the prompts' tails (n_batch 48: a few decodes), then one decode per step for all answers.
+    assert backend._scorer.decodes - decodes <= 4 + max(p.max_tokens for p in params)
+    for a, b, p in zip(got, one, params, strict=True):
+        assert a.text == b.text and a.finish_reason == b.finish_reason
+        assert a.usage.completion_tokens == b.usage.completion_tokens <= p.max_tokens
+        if p.logprobs:
+            assert [e.token for e in a.logprobs] == [e.token for e in b.logprobs]
+            np.testing.assert_allclose([e.logprob for e in a.logprobs], [e.logprob for e in b.logprobs], atol=1e-3)
+            assert [[t for t, _ in e.top] for e in a.logprobs] == [[t for t, _ in e.top] for e in b.logprobs]
+    assert got[2].finish_reason == "stop" and "non" not in got[2].text  # the stop string cut it
+    assert len({r.text for r in got}) > 2  # the answers differ: a mix-up between sequences would show
+
+
+def test_generation_through_the_runner_is_batched(tiny_gguf: Path) -> None:
+    from sentidistill.config import TeacherConfig
+    from sentidistill.teacher import build_teacher
+
+    reqs = [TeacherRequest(messages=_messages(t), params=SamplingParams(max_tokens=6)) for t in TEXTS]
+    texts = {}
+    for batch_size in (8, 1):
+        cfg = TeacherConfig(kind="llamacpp", model=str(tiny_gguf), n_ctx=512, n_threads=1, concurrency=8,
+                            batch_size=batch_size)
+        with build_teacher(cfg, None, progress=False) as teacher:
+            texts[batch_size] = [r.text for r in teacher.generate(reqs)]
+            scorer = teacher.backend._scorer
+            assert (scorer is None) == (batch_size == 1)
+            if scorer is not None:
+                assert scorer.decodes <= 1 + 6 + 1  # prefix, the prompts' tails, then one decode per token
+    assert texts[8] == texts[1]

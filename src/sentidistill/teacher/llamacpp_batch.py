@@ -130,6 +130,8 @@ class MultiSequenceScorer:
         params.n_batch = params.n_ubatch = n_batch  # one ubatch per decode: tokens of many sequences together
         params.n_seq_max = n_seq_max
         params.n_threads = params.n_threads_batch = n_threads
+        if hasattr(params, "n_outputs_max"):  # newer llama.cpp: room for logits of every sequence (else n_batch)
+            params.n_outputs_max = max(n_batch, n_seq_max)
         if hasattr(params, "kv_unified"):
             params.kv_unified = True  # a token may belong to several sequences; the prefix cells are shared
         self._ctx = _internals.LlamaContext(model=model, params=params, verbose=False)
@@ -270,3 +272,81 @@ class MultiSequenceScorer:
             for t in wave:
                 for s in t.seqs:
                     self._seq_rm(s, -1, -1)
+
+    # -- generation --------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], states: Sequence[Any]) -> None:
+        """Decode an answer for every prompt, one sequence each, all in flight in the same ``llama_decode``
+        calls: the prompts' new tokens in one batch (shared prefix in sequence 0, as in :meth:`score`), then
+        one token per unfinished sequence per decode.
+
+        ``states[i]`` drives prompt ``i``: ``.budget`` (most tokens it may generate), ``.done``, and
+        ``.step(logits) -> next token | None`` (None: finished), given the raw logits (n_vocab floats) of
+        its next position. Raises ``ValueError`` when a prompt cannot fit ``n_ctx`` with its budget,
+        ``RuntimeError`` when ``llama_decode`` fails (the cache is then emptied)."""
+        lcp = min(len(p) for p in prompts) - 1
+        first = prompts[0]
+        for p in prompts[1:]:
+            n = 0
+            while n < lcp and p[n] == first[n]:
+                n += 1
+            lcp = n
+        try:
+            self._set_prefix(list(first[:lcp]))
+            room = self.n_ctx - lcp
+            wave: list[int] = []
+            used = 0
+            for i, p in enumerate(prompts):
+                need = len(p) - lcp + max(0, states[i].budget)
+                if need > room:
+                    raise ValueError(f"a prompt of {len(p)} tokens with {states[i].budget} new ones exceeds n_ctx")
+                if wave and (len(wave) + 1 > self.n_seq_max - 1 or used + need > room):
+                    self._generate_wave([(prompts[j][lcp:], states[j], lcp) for j in wave])
+                    wave, used = [], 0
+                wave.append(i)
+                used += need
+            if wave:
+                self._generate_wave([(prompts[j][lcp:], states[j], lcp) for j in wave])
+        except RuntimeError:
+            self.reset()
+            raise
+
+    def _generate_wave(self, items: list[tuple[Sequence[int], Any, int]]) -> None:
+        seqs = list(range(1, len(items) + 1))
+        entries: list[tuple[int, int, Sequence[int], bool]] = []
+        owner: list[int] = []  # per entry with logits: which item
+        for w, (suffix, _, start) in enumerate(items):
+            if self._prefix:
+                self._seq_cp(0, seqs[w])
+            for j, tok in enumerate(suffix):
+                last = j == len(suffix) - 1
+                entries.append((tok, start + j, (seqs[w],), last))
+                if last:
+                    owner.append(w)
+        pos = [start + len(suffix) for suffix, _, start in items]
+        try:
+            nxt: dict[int, int] = {}
+            k = 0
+            for i in range(0, len(entries), self.n_batch):
+                chunk = entries[i : i + self.n_batch]
+                self._decode(chunk)
+                for j, e in enumerate(chunk):
+                    if e[3]:
+                        w = owner[k]
+                        k += 1
+                        state = items[w][1]
+                        tok = None if state.done else state.step(self._logits(j))
+                        if tok is not None:
+                            nxt[w] = tok
+            while nxt:
+                order = sorted(nxt)
+                self._decode([(nxt[w], pos[w], (seqs[w],), True) for w in order])
+                for w in order:
+                    pos[w] += 1
+                nxt = {}
+                for j, w in enumerate(order):
+                    tok = items[w][1].step(self._logits(j))
+                    if tok is not None:
+                        nxt[w] = tok
+        finally:
+            for s in seqs:
+                self._seq_rm(s, -1, -1)
