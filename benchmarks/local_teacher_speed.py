@@ -14,6 +14,8 @@ Three tables, straight from the in-process llama.cpp backend (no teacher cache):
    between a cold and a warm KV cache (Qwen2.5-Coder-0.5B Q5_0/Q4_K), so the differences printed here are
    that noise; on an f32 model the two agree within 1e-4 (tests/test_teacher_llamacpp_batch.py).
 3. The overall row: all tasks' tokens and seconds summed.
+4. Generation: greedy answers for ``--batch-size`` prompts, one by one vs batched (one token of every
+   unfinished answer per ``llama_decode``), new tokens/s each way.
 
     python benchmarks/local_teacher_speed.py --model builtin:qwen2.5-coder-0.5b --data-dir ../shared/data
 
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--n-batch", type=int, default=512, help="llama.cpp n_batch: tokens per llama_decode")
     ap.add_argument("--max-chars", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--gen-tokens", type=int, default=48, help="new tokens per answer in the generation table (0: skip)")
     args = ap.parse_args()
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -125,8 +128,34 @@ def main() -> None:
           f"| {tot['t_one'] / tot['t_bat']:.1f}x | {tot['tokens'] / tot['t_bat']:.0f} "
           f"| {tot['tokens'] / tot['t_peak']:.0f} | **{100 * tot['t_peak'] / tot['t_bat']:.0f}%** | {worst:.1e} "
           f"| {worst_p:.3f} | {agree}/{tot['texts']} |")
-    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     scorer.close()
+
+    if args.gen_tokens:
+        # 4. Generation (tuples, analyses, ICL answers): greedy answers of --gen-tokens tokens for --batch-size
+        # prompts, one by one (generate_one) vs together (generate_batch: one token of each answer per decode).
+        from sentidistill.teacher.types import SamplingParams, TeacherRequest
+
+        task = get_task(args.tasks[0])
+        rows = unlabeled_texts(task, args.batch_size, data_dir=args.data_dir, seed=11, max_chars=args.max_chars)
+        params = SamplingParams(max_tokens=args.gen_tokens, temperature=0.0)
+        reqs = [TeacherRequest(messages=[{"role": "user", "content": "Explain in detail the sentiment of this text, "
+                                          f"aspect by aspect:\n{r['text']}"}], params=params) for r in rows]
+        t = time.perf_counter()
+        one = [b.generate_one(r) for r in reqs]
+        t_one = time.perf_counter() - t
+        b.generate_batch(reqs[:1])  # make the multi-sequence context and warm its prefix
+        t = time.perf_counter()
+        bat = b.generate_batch(reqs)
+        t_bat = time.perf_counter() - t
+        n_one = sum(r.usage.completion_tokens for r in one)
+        n_bat = sum(r.usage.completion_tokens for r in bat)
+        same = sum(a.text == c.text for a, c in zip(one, bat, strict=True))
+        print(f"\n| generation ({len(reqs)} prompts, <= {args.gen_tokens} tokens, greedy) | new tokens | seconds "
+              "| tokens/s |\n| --- | ---: | ---: | ---: |")
+        print(f"| one by one | {n_one} | {t_one:.1f} | {n_one / t_one:.1f} |")
+        print(f"| batched | {n_bat} | {t_bat:.1f} | {n_bat / t_bat:.1f} ({n_bat / t_bat / (n_one / t_one):.1f}x) |")
+        print(f"\nidentical answers: {same}/{len(reqs)} (a quantised model may break a near-tie the other way)")
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     b.close()
 
 
