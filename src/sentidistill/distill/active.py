@@ -22,6 +22,7 @@ index, and the regression is full-batch gradient descent from zeros.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -150,17 +151,25 @@ def select(embeddings: np.ndarray, label: LabelFn, *, strategy: str, budget: int
     return chosen
 
 
+@functools.lru_cache(maxsize=2)
+def _load_encoder(encoder: str) -> tuple[Any, Any]:
+    """The encoder and its tokenizer, loaded once per process (every task of a run embeds with it)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from sentidistill.students.classifier import resolve_encoder
+
+    path = resolve_encoder(encoder)
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
 def embed_texts(encoder: str, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 64) -> np.ndarray:
     """Mean-pooled, L2-normalised embeddings [N, d] (float32) of ``texts`` by ``encoder`` (``builtin:minilm``
     or a Hugging Face encoder id/path): the classifier student's own pooling."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    from sentidistill.students.classifier import _embed, resolve_encoder
+    from sentidistill.students.classifier import _embed
 
-    path = resolve_encoder(encoder)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    model, tok = _load_encoder(encoder)
     out = [_embed(model, tok, list(texts[i : i + batch_size]), max_length) for i in range(0, len(texts), batch_size)]
     return torch.cat(out).float().numpy() if out else np.zeros((0, 1), dtype=np.float32)
 
