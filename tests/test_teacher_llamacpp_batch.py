@@ -175,3 +175,24 @@ def test_generation_through_the_runner_is_batched(tiny_gguf: Path) -> None:
             if scorer is not None:
                 assert scorer.decodes <= 1 + 6 + 1  # prefix, the prompts' tails, then one decode per token
     assert texts[8] == texts[1]
+
+
+def test_waves_split_by_sequences_and_tokens_give_the_same_scores(backend) -> None:
+    """Few sequence ids (n_seq_max 9: two texts of 4 branches per wave, though n_batch would fit more)."""
+    from sentidistill.teacher.llamacpp_batch import LabelTrie, MultiSequenceScorer
+    from sentidistill.teacher.restricted import case_variants
+
+    flat, _ = case_variants(["very negative", "very positive", "neutral"])
+    reqs = _requests(tuple(flat))
+    one = np.array([backend.generate_one(r).label_logprobs for r in reqs])
+    labels = [backend.llm.tokenize(w.encode(), add_bos=False, special=False) for w in flat]
+    assert LabelTrie(labels).n_sequences() == 4  # "very ", "Very ", "neutral" and "Neutral" branch
+    prompts = [backend.format_prompt(r.messages) for r in reqs]
+    small = MultiSequenceScorer(backend.llm._model, n_ctx=512, n_batch=128, n_seq_max=9, n_threads=1,
+                                n_vocab=backend.n_vocab, base_params=backend.llm.context_params)
+    try:
+        got = np.array([s for s, _ in small.score(prompts, labels)])
+        assert small.decodes >= len(prompts) // 2 + 1  # at least 3 waves
+    finally:
+        small.close()
+    np.testing.assert_allclose(got, one, atol=1e-3, rtol=0)
