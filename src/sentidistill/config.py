@@ -228,6 +228,26 @@ def _refuse_unhonoured(training: TrainingConfig, method: str) -> TrainingConfig:
 CLS_TASKS = ["sst2", "imdb", "yelp2", "twitter", "irony18", "emotion", "pstance", "intimacy"]
 
 
+class SelectionConfig(_Section):
+    """Which texts of the pool the teacher labels (sentidistill.distill.active): all, a random sample, or
+    rounds of student uncertainty + diversity."""
+
+    strategy: Literal["all", "random", "uncertainty_diversity"] = Field("all", description="all: the teacher labels the whole n_per_task pool; random: a seeded sample of `budget`; uncertainty_diversity: rounds of the student's uncertainty + k-center diversity on its encoder's embeddings.")
+    budget: int | None = Field(None, ge=2, description="Texts per task the teacher labels, chosen from the n_per_task pool (required unless strategy is all; a pool no larger than the budget is labelled whole).")
+    rounds: int = Field(4, ge=1, le=50, description="uncertainty_diversity: selection rounds (the student probe is refitted after each).")
+    seed_fraction: float = Field(0.25, gt=0.0, le=1.0, description="uncertainty_diversity: share of the budget labelled in round 0 (k-center greedy on the embeddings).")
+    candidates: float = Field(4.0, ge=1.0, description="uncertainty_diversity: each round, k-center greedy runs over this many times the round's size of the most uncertain texts.")
+    uncertainty: Literal["entropy", "margin"] = Field("entropy", description="The student's uncertainty measure.")
+    encoder: str = Field("builtin:minilm", description="The encoder whose embeddings the selector uses (the classifier student's).")
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per text for the embeddings.")
+
+    @model_validator(mode="after")
+    def _budget(self) -> SelectionConfig:
+        if self.strategy != "all" and self.budget is None:
+            raise ValueError(f"selection.strategy {self.strategy!r} needs selection.budget (texts per task)")
+        return self
+
+
 class SoftLabelsConfig(_Section):
     """Label-free teaching: the teacher's calibrated distribution over each task's labels for unlabeled texts
     (sentidistill.distill.soft_labels). Feeds the classifier student (and generative students)."""
@@ -246,6 +266,7 @@ class SoftLabelsConfig(_Section):
     train_generative: bool = Field(False, description="Also train the generative `student` on the same soft labels (label-distribution KL over the label words' sequence likelihoods) and bench it.")
     generative_training: TrainingConfig = Field(default_factory=lambda: default_training("soft_label_lm"), description="Trainer settings of the generative student on soft labels (eval_steps None = twice per epoch).")
     generative_temperature: float = Field(1.0, gt=0.0, description="Temperature of the generative student's label-distribution KL.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Which texts of the n_per_task pool the teacher labels (active selection; docs/teacher_speed.md).")
 
     @field_validator("generative_training")
     @classmethod

@@ -109,11 +109,11 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, *, chat_template: str | None = N
     w.add_token_list(tokens)
     w.add_token_types([3 if t in special else 1 for t in tokens])  # 3 = control
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
-    if chat_template:
-        w.add_chat_template(chat_template)
     w.add_bos_token_id(cfg["bos_token_id"])
     w.add_eos_token_id(cfg["eos_token_id"])
     w.add_pad_token_id(cfg["pad_token_id"])
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, n)
     for key, value in load_file(hf_dir / "model.safetensors").items():
         w.add_tensor(names.get_name(key, try_suffixes=(".weight", ".bias")), value.float().numpy())

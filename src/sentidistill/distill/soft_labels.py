@@ -142,6 +142,24 @@ def build_soft_label_corpus(
         rows = unlabeled_texts(task, cfg.n_per_task, data_dir=data_dir, seed=seed, max_chars=cfg.max_chars)
         from sentidistill.teacher.restricted import score_labels
 
+        pool = len(rows)
+        selection = getattr(cfg, "selection", None)
+        if selection is not None and selection.strategy != "all":
+            # Active selection (distill/active.py): the teacher labels `budget` texts of the pool. The
+            # selector's requests are those of variant 0 below, so the teacher's cache answers them again.
+            from sentidistill.distill.active import select_rows
+
+            def label(idx: list[int], task=task, rows=rows, words=words, parse=parse, name=name) -> np.ndarray:
+                lp, _, _ = score_labels(teacher, [variant_prompt(task, rows[i], 0) for i in idx], words,
+                                        prompt_id=f"soft_labels.{name}.v0", prompt_version=PROMPT_VERSION,
+                                        parse=parse, top_logprobs=cfg.top_logprobs, metadata={"task": name})
+                out = np.full(lp.shape, np.nan)
+                ok = ~np.isnan(lp).any(axis=1) & np.isfinite(lp).any(axis=1)
+                out[ok] = softmax_logprobs(lp[ok])
+                return out
+
+            rows = select_rows(selection, rows, label, seed=seed, task=name)
+
         variant_scores = []
         via: list[str] = ["none"] * len(rows)
         for v in range(cfg.prompt_variants):
@@ -176,7 +194,7 @@ def build_soft_label_corpus(
             cal, prior = raw[ok], np.full(len(words), 1.0 / len(words))
         stats.priors[name] = [float(x) for x in prior]
         stats.tasks[name] = {
-            "texts": len(rows), "scored": n_ok, "unusable": len(rows) - n_ok,
+            "texts": len(rows), "pool": pool, "scored": n_ok, "unusable": len(rows) - n_ok,
             "via": {h: via.count(h) for h in sorted(set(via))}, "labels": list(task.labels),
             "log_prior": log_prior(prior),
         }

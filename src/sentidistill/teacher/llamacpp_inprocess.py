@@ -13,7 +13,11 @@ has a seed). Reported log-probs are the model's raw log-softmax, before temperat
 transformers backend. Consecutive prompts that share a prefix (the instructions and few-shot demos of ICL
 prompts) reuse llama.cpp's KV cache for it, so only the new suffix is evaluated.
 
-One model, one lock: requests run one at a time in a worker thread, so the runner's concurrency only queues.
+One model, one lock. Requests in flight together (the runner's ``concurrency``) are micro-batched, up to
+``batch_size`` per batch (:mod:`sentidistill.teacher.llamacpp_batch`): restricted-scoring requests
+(``params.score_labels``) with many texts and all their label continuations per ``llama_decode``,
+generation requests with one sequence each, one token of every unfinished answer per ``llama_decode``.
+``batch_size: 1`` answers one request at a time (``generate_one``, the single-sequence path).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pydantic import Field, field_validator
 from sentidistill.core.assets import resolve_gguf
 from sentidistill.core.records import SamplingParams, TeacherRequest, TeacherResponse, TokenLogprob, Usage
 from sentidistill.teacher.base import FatalBackendError, RequestRejected
+from sentidistill.teacher.batching import MicroBatcher
 from sentidistill.teacher.config import TeacherConfig, TeacherOptions
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,8 @@ class LlamaCppInProcessBackend:
     """A GGUF file (or ``builtin:qwen2.5-coder-*``) loaded once with ``llama_cpp.Llama``; see the module doc.
 
     Options (:class:`LlamaCppOptions`): ``n_gpu_layers`` (0), ``n_batch`` (512), ``prefix_cache`` (true:
-    reuse the KV cache of the previous prompt's common prefix).
+    reuse the KV cache of the previous prompt's common prefix), ``batch_size`` (16: restricted-scoring
+    requests scored together per batch; 1 = one by one).
 
     Restricted scoring (``params.score_labels``) is exact: log P(label tokens | prompt) summed over the
     label's tokens, each continuation evaluated on top of the prompt's KV cache (labels sharing a prefix,
@@ -94,7 +100,7 @@ class LlamaCppInProcessBackend:
 
     def __init__(
         self, model: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
-        n_batch: int = 512, prefix_cache: bool = True,
+        n_batch: int = 512, prefix_cache: bool = True, batch_size: int = 16, batch_wait_s: float = 0.01,
     ) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise FatalBackendError("the llamacpp teacher needs llama-cpp-python: pip install 'sentidistill[llamacpp]'")
@@ -136,15 +142,29 @@ class LlamaCppInProcessBackend:
         self._rng = np.random.default_rng()
         self._piece_cache: dict[int, str] = {}
         self._closed = False
+        self.batch_size = batch_size
+        self._threads = threads
+        self._n_batch = n_batch
+        self._scorer: Any = None  # the multi-sequence context, made on the first batched scoring request
+        # Scoring requests with the same label set are scored together; one worker thread (the model's lock).
+        self._batcher = MicroBatcher(self._run_batch, wait_s=batch_wait_s, batch_size=batch_size,
+                                     group_key=lambda r: r.params.score_labels, name="llamacpp batch")
 
     @classmethod
     def from_config(cls, cfg: TeacherConfig) -> LlamaCppInProcessBackend:
         o: LlamaCppOptions = cfg.options  # type: ignore[assignment]
         return cls(cfg.model, n_ctx=o.n_ctx, n_threads=o.n_threads, n_gpu_layers=o.n_gpu_layers, n_batch=o.n_batch,
-                   prefix_cache=o.prefix_cache)
+                   prefix_cache=o.prefix_cache, batch_size=o.batch_size)
 
     # -- the backend interface ---------------------------------------------------------------------
     async def agenerate_one(self, request: TeacherRequest) -> TeacherResponse:
+        if self.batch_size > 1:
+            n = len(self.format_prompt(request.messages))  # bad input is refused now, not inside a batch
+            if request.params.score_labels:
+                self._label_tokens(request.params.score_labels, n)
+            elif n >= self.n_ctx:
+                raise RequestRejected(f"the prompt has {n} tokens; the context holds {self.n_ctx} (n_ctx)")
+            return await self._batcher.submit(request)
         return await asyncio.to_thread(self.generate_one, request)
 
     async def aclose(self) -> None:
@@ -152,9 +172,12 @@ class LlamaCppInProcessBackend:
 
     def close(self) -> None:
         """Free the model (waits for a request in progress)."""
+        self._batcher.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._scorer is not None:
+                    self._scorer.close()
                 self.llm.close()
 
     # -- generation --------------------------------------------------------------------------------
@@ -217,15 +240,87 @@ class LlamaCppInProcessBackend:
             self._piece_cache[tok] = text
         return text
 
-    def _score_labels(self, prompt: list[int], labels: tuple[str, ...]) -> TeacherResponse:
-        """log P(label | prompt) for each label (nats): the sum over the label's tokens, tokenised as the
-        start of the answer (no leading space, as the chat template's assistant turn begins)."""
+    def _label_tokens(self, labels: tuple[str, ...], prompt_len: int) -> list[list[int]]:
+        """Each label's token ids, tokenised as the start of the answer (no leading space, as the chat
+        template's assistant turn begins). Raises ``RequestRejected`` for a label that tokenises to nothing
+        or a prompt that, with its longest label, does not fit ``n_ctx``."""
         seqs = [self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False) for w in labels]
         if any(not s for s in seqs):
             raise RequestRejected(f"a label tokenises to nothing: {labels!r}")
-        longest = max(len(s) for s in seqs)
-        if len(prompt) + longest > self.n_ctx:
-            raise RequestRejected(f"the prompt has {len(prompt)} tokens; with the label it exceeds n_ctx={self.n_ctx}")
+        if prompt_len + max(len(s) for s in seqs) > self.n_ctx:
+            raise RequestRejected(f"the prompt has {prompt_len} tokens; with the label it exceeds n_ctx={self.n_ctx}")
+        return seqs
+
+    def _run_batch(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """One micro-batch (same ``score_labels``): batched scoring, or batched generation when None."""
+        return self.score_batch(requests) if requests[0].params.score_labels else self.generate_batch(requests)
+
+    def _multi(self) -> Any:
+        """The multi-sequence context (made on first use; the caller holds the lock)."""
+        if self._scorer is None:
+            from sentidistill.teacher.llamacpp_batch import MultiSequenceScorer
+
+            self._scorer = MultiSequenceScorer(
+                self.llm._model, n_ctx=self.n_ctx, n_batch=self._n_batch, n_threads=self._threads,
+                n_seq_max=min(256, 1 + 16 * self.batch_size), n_vocab=self.n_vocab, base_params=self.llm.context_params)
+        return self._scorer
+
+    def generate_batch(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """Answer several generation requests together: one sequence each, one token of every unfinished
+        answer per ``llama_decode`` (:meth:`MultiSequenceScorer.generate`). Each request keeps its own
+        sampling parameters; greedy answers equal :meth:`generate_one`'s up to float rounding of the batch
+        shapes (on a quantised model a near-tie may then break the other way). Raises ``RequestRejected``
+        (a prompt too long, a failed decode) and ``FatalBackendError`` once closed."""
+        t0 = time.perf_counter()
+        prompts = [self.format_prompt(r.messages) for r in requests]
+        for prompt in prompts:
+            if len(prompt) >= self.n_ctx:
+                raise RequestRejected(f"the prompt has {len(prompt)} tokens; the context holds {self.n_ctx} (n_ctx)")
+        with self._lock:
+            if self._closed:
+                raise FatalBackendError("the llama.cpp teacher is closed")
+            states = [_Generation(self, len(p), r.params) for p, r in zip(prompts, requests, strict=True)]
+            try:
+                self._multi().generate(prompts, states)
+            except (RuntimeError, ValueError) as exc:
+                raise RequestRejected(f"llama.cpp batched generation failed: {exc}") from None
+        latency = (time.perf_counter() - t0) / len(requests)
+        out = [st.response() for st in states]
+        for r in out:
+            r.latency_s = latency
+        return out
+
+    def score_batch(self, requests: list[TeacherRequest]) -> list[TeacherResponse]:
+        """Restricted scoring of several requests with the same ``score_labels``, many texts per
+        ``llama_decode`` (:class:`~sentidistill.teacher.llamacpp_batch.MultiSequenceScorer`). The same
+        log-probs as :meth:`generate_one` one by one, up to float rounding (< 1e-3 nats). Raises
+        ``RequestRejected`` (a prompt too long, a failed decode) and ``FatalBackendError`` once closed."""
+        t0 = time.perf_counter()
+        labels = requests[0].params.score_labels
+        if any(r.params.score_labels != labels for r in requests):
+            raise ValueError("score_batch needs requests with the same score_labels")
+        prompts = [self.format_prompt(r.messages) for r in requests]
+        seqs = self._label_tokens(labels, max(len(p) for p in prompts))
+        with self._lock:
+            if self._closed:
+                raise FatalBackendError("the llama.cpp teacher is closed")
+            try:
+                results = self._multi().score(prompts, seqs)
+            except (RuntimeError, ValueError) as exc:
+                raise RequestRejected(f"llama.cpp batched scoring failed: {exc}") from None
+        latency = (time.perf_counter() - t0) / len(requests)
+        out = []
+        for prompt, (scores, n_evals) in zip(prompts, results, strict=True):
+            best = int(np.argmax(scores))
+            out.append(TeacherResponse(
+                text=labels[best], model=self.model_id, finish_reason="label_scores", latency_s=latency,
+                usage=Usage(prompt_tokens=len(prompt), completion_tokens=n_evals), label_logprobs=scores))
+        return out
+
+    def _score_labels(self, prompt: list[int], labels: tuple[str, ...]) -> TeacherResponse:
+        """log P(label | prompt) for each label (nats), one text at a time: the sum over the label's
+        tokens (see :meth:`_label_tokens`), each label prefix evaluated on the prompt's KV cache."""
+        seqs = self._label_tokens(labels, len(prompt))
         self._eval_prompt(prompt)
         # Log-probs of the next token after prompt + prefix, for every label prefix we need (one eval each).
         after: dict[tuple[int, ...], np.ndarray] = {(): self._last_logprobs()}
@@ -249,50 +344,84 @@ class LlamaCppInProcessBackend:
         )
 
     def _decode(self, prompt: list[int], p: SamplingParams) -> TeacherResponse:
-        llm = self.llm
-        rng = np.random.default_rng(p.seed) if p.seed is not None else self._rng
+        state = _Generation(self, len(prompt), p)
         self._eval_prompt(prompt)
-        k = p.top_logprobs if p.logprobs else 0
+        while not state.done:
+            tok = state.step(self.llm._ctx.get_logits_ith(-1))
+            if tok is None:
+                break
+            self.llm.eval([tok])  # the token chosen this step: its logits are the next step's distribution
+        return state.response()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppInProcessBackend({self.model_id!r}, gguf={Path(self.gguf).name}, n_ctx={self.n_ctx})"
+
+
+class _Generation:
+    """One answer being decoded: sampling, top-k log-probs, EOG and stop strings, one step per token.
+
+    ``step(logits)`` takes the raw logits of the next position (a ctypes pointer or an array of n_vocab
+    floats) and returns the chosen token to evaluate next, or None when the answer is finished (then
+    ``done``). The same object drives the single-sequence path and the multi-sequence one, so both answer
+    alike. Greedy at ``temperature == 0``, else temperature + top-p (seeded when ``params.seed`` is set);
+    reported log-probs are the raw log-softmax, before temperature and top-p.
+    """
+
+    def __init__(self, backend: LlamaCppInProcessBackend, prompt_len: int, p: SamplingParams) -> None:
+        self.b, self.p = backend, p
+        self.prompt_len = prompt_len
+        self.rng = np.random.default_rng(p.seed) if p.seed is not None else backend._rng
+        self.k = p.top_logprobs if p.logprobs else 0
         # The answer is decoded incrementally: a token that ends inside a multi-byte character adds no text
         # and the one that completes it adds the whole character, so "".join(token texts) == the text
         # (the KD aligner in train/kd.py relies on that).
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pieces: list[str] = []
-        entries: list[TokenLogprob] = []
-        text = ""
-        finish = "length"
-        stop_at: int | None = None
-        budget = min(p.max_tokens, self.n_ctx - len(prompt))
-        longest_stop = max((len(s) for s in p.stop if s), default=0)
-        tok = -1
-        for step in range(budget):
-            if step:
-                llm.eval([tok])  # the token chosen last step: its logits are this step's distribution
-            lp = self._last_logprobs()
-            tok = _sample(lp, p, rng)
-            if self._is_eog(tok):
-                finish = "stop"
-                break
-            piece = utf8.decode(llm.detokenize([tok], special=False))
-            pieces.append(piece)
-            if p.logprobs:
-                top = [(self._piece(int(i)), float(lp[i])) for i in _top_k(lp, k)] if k else []
-                entries.append(TokenLogprob(token=piece, logprob=float(lp[tok]), top=top))
-            start = len(text)
-            text += piece
-            if longest_stop:
-                # Only the new text (plus a stop string's length of overlap) can contain a new match.
-                window = max(0, start - longest_stop + 1)
-                hits = [i for s in p.stop if s and (i := text.find(s, window)) >= 0]
-                if hits:
-                    stop_at, finish = min(hits), "stop"
-                    break
-        else:
-            if budget < p.max_tokens:
-                log.warning("answer cut at the context limit (n_ctx=%d, prompt %d tokens)", self.n_ctx, len(prompt))
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pieces: list[str] = []
+        self.entries: list[TokenLogprob] = []
+        self.text = ""
+        self.finish = "length"
+        self.stop_at: int | None = None
+        self.budget = min(p.max_tokens, backend.n_ctx - prompt_len)
+        self.longest_stop = max((len(s) for s in p.stop if s), default=0)
+        self.steps = 0
+        self.done = self.budget <= 0
+
+    def step(self, logits: Any) -> int | None:
+        b, p = self.b, self.p
+        lp = _log_softmax(np.ctypeslib.as_array(logits, shape=(b.n_vocab,)) if not isinstance(logits, np.ndarray)
+                          else logits)
+        tok = _sample(lp, p, self.rng)
+        self.steps += 1
+        if b._is_eog(tok):
+            self.finish, self.done = "stop", True
+            return None
+        piece = self.utf8.decode(b.llm.detokenize([tok], special=False))
+        self.pieces.append(piece)
+        if p.logprobs:
+            top = [(b._piece(int(i)), float(lp[i])) for i in _top_k(lp, self.k)] if self.k else []
+            self.entries.append(TokenLogprob(token=piece, logprob=float(lp[tok]), top=top))
+        start = len(self.text)
+        self.text += piece
+        if self.longest_stop:
+            # Only the new text (plus a stop string's length of overlap) can contain a new match.
+            window = max(0, start - self.longest_stop + 1)
+            hits = [i for s in p.stop if s and (i := self.text.find(s, window)) >= 0]
+            if hits:
+                self.stop_at, self.finish, self.done = min(hits), "stop", True
+                return None
+        if self.steps >= self.budget:
+            self.done = True
+            return None
+        return tok
+
+    def response(self) -> TeacherResponse:
+        """The finished answer (the text cut at a stop string, its tokens' log-probs)."""
+        p, text, pieces, entries = self.p, self.text, self.pieces, self.entries
+        if self.finish == "length" and self.budget < p.max_tokens:
+            log.warning("answer cut at the context limit (n_ctx=%d, prompt %d tokens)", self.b.n_ctx, self.prompt_len)
         n_generated = len(pieces)
-        if stop_at is None:
-            tail = utf8.decode(b"", final=True)  # a dangling partial character at the end
+        if self.stop_at is None:
+            tail = self.utf8.decode(b"", final=True)  # a dangling partial character at the end
             if tail:
                 text += tail
                 if pieces:
@@ -300,23 +429,20 @@ class LlamaCppInProcessBackend:
                     if entries:
                         entries[-1] = entries[-1].model_copy(update={"token": pieces[-1]})
         else:
-            text = text[:stop_at]
+            text = text[: self.stop_at]
             # Drop the tokens that start at or after the stop string (they are not part of the answer).
             pos, keep = 0, 0
             for piece in pieces:
-                if pos >= stop_at and piece:
+                if pos >= self.stop_at and piece:
                     break
                 pos += len(piece)
                 keep += 1
             entries = entries[:keep]
         return TeacherResponse(
-            text=text, model=self.model_id, finish_reason=finish,
-            usage=Usage(prompt_tokens=len(prompt), completion_tokens=n_generated),
+            text=text, model=self.b.model_id, finish_reason=self.finish,
+            usage=Usage(prompt_tokens=self.prompt_len, completion_tokens=n_generated),
             logprobs=entries if p.logprobs else None,
         )
-
-    def __repr__(self) -> str:
-        return f"LlamaCppInProcessBackend({self.model_id!r}, gguf={Path(self.gguf).name}, n_ctx={self.n_ctx})"
 
 
 class LlamaCppOptions(TeacherOptions):
@@ -328,6 +454,7 @@ class LlamaCppOptions(TeacherOptions):
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU (-1: all).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens per llama.cpp batch (inprocess).")
     prefix_cache: bool = Field(True, description="Reuse the KV cache of the previous prompt's common prefix (inprocess).")
+    batch_size: int = Field(16, ge=1, le=128, description="inprocess: requests answered together, many texts per llama_decode (restricted scoring: all their labels too; generation: one token of each answer per decode); 1 = one by one. Batches form from the requests in flight: set the teacher's concurrency >= batch_size.")
     logits_all: bool = Field(False, description="server mode: needed for top-k log-probs (ignored inprocess).")
     server_args: list[str] | None = Field(None, description="server mode: extra command-line arguments.")
     startup_timeout_s: float = Field(300.0, gt=0, description="server mode: how long the server may take to start.")
