@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from sentidistill.errors import InputError
+from sentidistill.students import DEFAULT_GENERATIVE_STUDENT
 
 SERVE_HELP = """Serve a student over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions,
 /v1/analyze {task, texts}, /v1/models, /health and /metrics (Prometheus).
@@ -18,7 +19,7 @@ Concurrent requests are batched dynamically: whatever arrives within --batch-wai
 
 Examples:
 
-  sentidistill serve builtin:minilm-encdec --port 8000
+  sentidistill serve builtin:smollm2-135m-instruct --port 8000
 
   sentidistill serve runs/demo/student --max-batch-size 64 --batch-wait-ms 10
 
@@ -29,7 +30,7 @@ Examples:
 
 
 def serve_command(
-    model: str = typer.Argument(..., help="HF id or path, builtin:minilm-encdec, or an ONNX export dir."),
+    model: str = typer.Argument(..., help="HF id or path, builtin:<name> (smollm2-135m-instruct, gemma3-270m, minilm-encdec), or an ONNX export dir."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it on the network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     served_model_name: str | None = typer.Option(None, "--served-model-name",
@@ -103,7 +104,7 @@ def predict_command(
     file: Path | None = typer.Option(None, "--file", "-f", help=".txt (one per line) or .jsonl ({text, ...})."),
     task: str = typer.Option("sentiment", help="Alias (sentiment, emotion, irony, stance, aspects, "
                                                "triplets, ...) or a SentiBench task name."),
-    model: str = typer.Option("builtin:minilm-encdec", help="Student: HF id/path, builtin, or ONNX dir."),
+    model: str = typer.Option(DEFAULT_GENERATIVE_STUDENT, help="Student: HF id/path, builtin:<name>, or ONNX dir."),
     batch_size: int = typer.Option(32, min=1, help="Texts per batch."),
     backend: str = typer.Option("torch", help="torch | onnx."),
     int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs of an ONNX export (made with --int8)."),
@@ -134,7 +135,7 @@ def predict_command(
 
 
 def export_onnx_command(
-    model: str = typer.Argument(..., help="Student to export: HF id/path or builtin:minilm-encdec."),
+    model: str = typer.Argument(..., help="Student to export: HF id/path or builtin:<name>."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     int8: bool = typer.Option(False, "--int8", help="Also write dynamically int8-quantized graphs."),
     check: int = typer.Option(8, help="Check agreement with PyTorch on this many built-in sentences (0: skip)."),

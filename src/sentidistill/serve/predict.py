@@ -21,6 +21,7 @@ from sentidistill.serve.tasks import (
     make_row,
     resolve_task,
 )
+from sentidistill.students import DEFAULT_GENERATIVE_STUDENT
 
 _ENGINES: dict[tuple[str, str, bool], GenerationEngine | ClassifierEngine] = {}
 _LOCK = threading.Lock()
@@ -63,7 +64,7 @@ def get_engine(model: str, backend: Literal["torch", "onnx"] = "torch", *, int8:
 def predict(
     texts: Sequence[str | dict[str, Any]],
     task: str = "sentiment",
-    model: str = "builtin:minilm-encdec",
+    model: str = DEFAULT_GENERATIVE_STUDENT,
     batch_size: int = 32,
     backend: Literal["torch", "onnx"] = "torch",
     *,
