@@ -255,40 +255,44 @@ def test_smollm2_converts_verified_with_its_chat_template(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_logits_match_llamacpp(smollm2):
-    """The de-quantised fp32 checkpoint against llama.cpp running the Q4_1 file itself.
+    """The de-quantised fp32 checkpoint against llama.cpp running the Q4_1 file itself, on three prompts
+    (plain, ChatML-rendered, a tuple answer under way): the same token ids as llama.cpp's tokenizer, the same
+    arg-max next token at the last position, and next-token distributions close at every position.
 
-    Same token ids (llama.cpp's tokenizer), the same arg-max next token at every position of every prompt
-    but a few near-ties, and next-token log-probabilities within ``TOL`` nats over llama.cpp's top 20.
-    Measured (docs/students.md): the largest difference over the top 20 at the last position is 0.02-0.05
-    nats (llama.cpp quantises the activations to 8 bits for its Q4_1 x Q8_1 matmuls; transformers multiplies
-    the de-quantised weights in fp32); TOL = 0.25 leaves room for other CPUs' kernels while a wrong rope
-    base, norm epsilon, tied head or tokenizer gives differences of several nats.
+    The weights are the same numbers (transformers de-quantises with gguf-py's exact Q4_1 decoding); what
+    differs is the arithmetic: llama.cpp quantises the activations to 8 bits (Q8_1) for its Q4_1 matmuls,
+    transformers multiplies in fp32. Measured on this machine (docs/students.md), per prompt:
+    KL(llama.cpp || transformers) averaged over positions 0.004-0.006 nats (max 0.024 at one position);
+    log-softmax over llama.cpp's top 20 at the last position within 0.13-0.54 nats; arg-max equal at the
+    last position of every prompt (81-98 % of all positions: the rest are near-ties). A subtly wrong
+    conversion -- the rope base off by 10x -- gives a mean KL of 0.032-0.109 and top-20 differences up to
+    2.1 nats. Hence: mean KL < 0.015 (2.5x the largest measured; below the rope control's smallest) and the
+    last position's top-20 within 1 nat (a gross-error guard); arg-max equal at the last position.
     """
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
     import numpy as np
     from llama_cpp import Llama
 
-    tol = 0.25
     s = smollm2
     path = resolve_gguf(SMOL, os.environ.get("SENTIDISTILL_CACHE"))
     llm = Llama(model_path=str(path), logits_all=True, n_ctx=512, n_threads=2, n_batch=512, verbose=False)
-    prompts = [PROMPTS[0], s.render(CHAT), PROMPTS[2]]
-    agree = total = 0
-    for text in prompts:
-        ids = s.encode_prompt(text)
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, text
-        llm.reset()
-        llm.eval(ids)
-        ref = torch.log_softmax(torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32)), -1)
-        with torch.no_grad():
-            got = torch.log_softmax(s.model(torch.tensor([ids])).logits[0].float(), -1)
-        agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
-        total += len(ids)
-        top = ref[-1].topk(20).indices
-        assert int(got[-1].argmax()) == int(ref[-1].argmax()), text
-        assert float((got[-1, top] - ref[-1, top]).abs().max()) < tol, text
-    assert agree / total >= 0.95, f"arg-max agrees at {agree}/{total} positions"
+    try:
+        for text in [PROMPTS[0], s.render(CHAT), PROMPTS[2]]:
+            ids = s.encode_prompt(text)
+            assert llm.tokenize(text.encode(), add_bos=True, special=True) == ids, text
+            llm.reset()
+            llm.eval(ids)
+            ref = torch.log_softmax(torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32)), -1)
+            with torch.no_grad():
+                got = torch.log_softmax(s.model(torch.tensor([ids])).logits[0].float(), -1)
+            kl = (ref.exp() * (ref - got)).sum(-1)  # [T] nats
+            top = ref[-1].topk(20).indices
+            assert int(got[-1].argmax()) == int(ref[-1].argmax()), text
+            assert float(kl.mean()) < 0.015, (text, kl.tolist())
+            assert float((got[-1, top] - ref[-1, top]).abs().max()) < 1.0, text
+    finally:
+        llm.close()
 
 
 @pytest.mark.slow
