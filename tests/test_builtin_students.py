@@ -88,8 +88,10 @@ def test_builtin_student_converts_once_then_loads_without_its_package(tiny_built
     assert (cache / "gguf" / "tiny-test.gguf").stat().st_size == tiny_builtin.size  # assembled into this cache
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
 
-    # Reused: not converted again, and the weight package may be gone (the record holds the verified hash).
+    # Reused: not converted again, and neither the weight package nor the assembled GGUF need stay (the
+    # conversion record holds the verified hash).
     shutil.rmtree(tmp_path / "site")
+    (cache / "gguf" / "tiny-test.gguf").unlink()
     importlib.invalidate_caches()
     again = load_student(NAME, cache_dir=cache)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
