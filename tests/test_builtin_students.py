@@ -23,7 +23,7 @@ import torch
 
 from sentidistill.core.assets import BUILTIN_GGUF, BuiltinGGUF, resolve_gguf
 from sentidistill.errors import InputError
-from sentidistill.students import DEFAULT_GENERATIVE_STUDENT, load_student, resolve_model_path
+from sentidistill.students import DEFAULT_GENERATIVE_STUDENT, load_student, resolve_model_path, student_class
 from sentidistill.students import builtin as builtin_mod
 from sentidistill.students.causal import CausalStudent
 from sentidistill.students.gguf import RECORD, read_record
@@ -96,6 +96,8 @@ def test_builtin_student_converts_once_then_loads_without_its_package(tiny_built
     again = load_student(NAME, cache_dir=cache)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert resolve_model_path(f"gguf:{NAME}", cache) == resolve_model_path(NAME, cache) == str(folder)
+    # A trainer wrapping the model in memory under the configured kind gets the causal family too.
+    assert type(student_class("builtin").wrap(again.model, again.tokenizer)) is CausalStudent
     ids = torch.tensor([student.encode_prompt("Review: great food.\nSentiment:")])
     with torch.no_grad():
         assert torch.equal(student.model(ids).logits, again.model(ids).logits)

