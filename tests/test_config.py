@@ -25,7 +25,7 @@ def test_example_config_is_valid(tmp_path):
     raw = yaml.safe_load(example_config_text())
     cfg = validate_config(raw)
     assert cfg.teacher.kind == "llamacpp"
-    assert cfg.student.model == "builtin:minilm-encdec"
+    assert cfg.student.model == "builtin:smollm2-135m-instruct"  # the default generative student
 
 
 def test_bad_field_names_the_field_value_and_expectation(tmp_path):

@@ -16,7 +16,7 @@ def test_manifest_content(tmp_path):
     rd.open(cfg, config_hash=cfg.config_hash(), seeds={"pipeline": 42})
     m = json.loads((cfg.run_dir / "manifest.json").read_text())
     assert m["config_hash"] == cfg.config_hash()
-    assert m["config"]["student"]["model"] == "builtin:minilm-encdec"
+    assert m["config"]["student"]["model"] == "builtin:smollm2-135m-instruct"
     assert m["seeds"] == {"pipeline": 42}
     assert m["versions"]["torch"].startswith("2.13.0")
     assert "transformers" in m["versions"] and "python" in m["versions"]

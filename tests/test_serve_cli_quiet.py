@@ -1,6 +1,6 @@
 """`predict` and `serve` print no third-party warnings by default; `--verbose` shows them.
 
-The CLI runs in a subprocess with the real built-in student, whose loading makes transformers print
+The CLI runs in a subprocess with a real built-in student (MiniLM encoder-decoder), whose loading makes transformers print
 warnings (unsharded layers, progress bars; on the first build also a load report of missing weights).
 """
 
@@ -38,6 +38,7 @@ def _noise(stderr: str) -> list[str]:
 
 
 def test_predict_is_quiet_by_default_and_verbose_on_request(tmp_path):
+    # The small MiniLM test student: what is checked is the CLI's quietness, not the default model.
     args = [*CLI, "predict", "I loved it", "--task", "sentiment", "--model", "builtin:minilm-encdec"]
     # Both at once: each spends most of its ~20 s loading torch and the model.
     procs = [subprocess.Popen(a, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

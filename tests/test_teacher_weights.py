@@ -60,7 +60,7 @@ def test_missing_packages_name_the_pip_command(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("SENTIDISTILL_CACHE", str(tmp_path))  # nothing assembled there yet
     with pytest.raises(InputError, match="no-such-weights"):
         resolve_gguf(real.name)
-    with pytest.raises(InputError, match="unknown builtin teacher"):
+    with pytest.raises(InputError, match="unknown builtin GGUF model"):
         resolve_gguf("builtin:nope")
 
 

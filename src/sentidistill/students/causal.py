@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentidistill.students.base import PromptStyle
+from sentidistill.students.base import PLAIN_CHAT_TEMPLATE, PromptStyle
 from sentidistill.students.collate import CausalCollator
 from sentidistill.students.hf import HFGenerativeStudent
 
@@ -46,9 +46,14 @@ class CausalStudent(HFGenerativeStudent):
 
     @property
     def default_prompt_style(self) -> PromptStyle:
-        # The ICL corpus is rendered with the chat template for training (collate.source_text), so a
-        # distilled causal student is scored on the prompts it learned.
-        return "chat" if getattr(self.tokenizer, "chat_template", None) else "plain"
+        """``chat`` when the model has a chat template of its own (SmolLM2's ChatML, Qwen's), else ``plain``
+        (a base model such as Gemma-3-270M: the stand-in :data:`PLAIN_CHAT_TEMPLATE` that loading gives a
+        tokenizer without one, and that a saved student keeps, is not the model's own).
+
+        The ICL corpus is rendered with the chat template for training (collate.source_text), so a distilled
+        causal student is scored on the prompts it learned."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return "chat" if template and template != PLAIN_CHAT_TEMPLATE else "plain"
 
     # -- training ------------------------------------------------------------------------------------
     def collator(self, **limits: Any) -> CausalCollator:

