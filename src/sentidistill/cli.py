@@ -50,8 +50,10 @@ def config_command(
     example: bool = typer.Option(False, "--example", help="Print a commented example config."),
     validate: Path | None = typer.Option(None, "--validate", help="Validate a config file and print its hash."),
     schema: bool = typer.Option(False, "--schema", help="Print the JSON schema of the config."),
+    reference: bool = typer.Option(False, "--reference", help="Print the Markdown config reference, generated "
+                                   "from the JSON schema: sentidistill config --reference > docs/config.md"),
 ) -> None:
-    """Print an example pipeline config, its JSON schema, or validate a file.
+    """Print an example pipeline config, its JSON schema or its Markdown reference, or validate a file.
 
     Example: sentidistill config --example > my_run.yaml && sentidistill config --validate my_run.yaml
     """
@@ -63,11 +65,17 @@ def config_command(
         print(example_config_text())
     elif schema:
         print(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+    elif reference:
+        import sys
+
+        from sentidistill.config_docs import render_config_reference
+
+        sys.stdout.write(render_config_reference())
     elif validate is not None:
         cfg = load_config(validate)
         print(f"ok: {validate} (config hash {cfg.config_hash()}, run dir {cfg.run_dir})")
     else:
-        raise typer.BadParameter("give --example, --schema or --validate FILE")
+        raise typer.BadParameter("give --example, --schema, --reference or --validate FILE")
 
 
 def example_config_text() -> str:
