@@ -190,10 +190,10 @@ def test_user_texts_replace_the_train_split(tmp_path):
 
 def _toy_tuple_corpus(tmp_path: Path, task: Path, n: int, seed: int = 0) -> Path:
     """A tuple corpus as the teacher would write it for ``task`` (the lexicon teacher's answers)."""
+    import ast
+
     from sentidistill.data.tuple_corpus import write_tuple_corpus
     from teacher_server import lexicon_tuples
-
-    import ast
 
     rng = random.Random(seed)
     rows = []

@@ -259,7 +259,7 @@ def _collect(task: Any, rows: list[dict[str, Any]], responses: list[Any], cfg: A
     rng = random.Random(f"{seed}:{task.name}:dev")
     order = list(range(len(out)))
     rng.shuffle(order)
-    n_dev = int(round(cfg.dev_fraction * len(out))) if len(out) >= 4 else 0
+    n_dev = round(cfg.dev_fraction * len(out)) if len(out) >= 4 else 0
     dev = set(order[:n_dev])
     for j, row in enumerate(out):
         row["split"] = "dev" if j in dev else "train"
