@@ -170,8 +170,7 @@ class GenerativeConfig(_Section):
     trained on everything the teacher wrote: the label-distribution KL on the classification soft labels, the
     sequence-level loss on the fine-grained tuples, and a share of both in k-shot ICL prompts."""
 
-    enabled: bool = Field(False, description="Train and bench the multi-task generative student (needs soft_labels and/or finegrained).")
-    model: str | None = Field(None, description="The student to start from; None = `student.model`.")
+    enabled: bool = Field(False, description="Train `student` (a causal or seq2seq model) on the soft labels and/or the teacher's tuples, and bench it (needs soft_labels and/or finegrained).")
     icl_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Share of training rows shown in a k-shot prompt (demonstrations with gold answers from the task's train split, as SentiBench's 4-shot protocol), the rest 0-shot.")
     icl_shots: int = Field(4, ge=1, le=8, description="k of the k-shot training prompts.")
     kl_weight: float = Field(1.0, ge=0.0, description="Weight of the label-distribution KL (classification rows).")
@@ -180,6 +179,7 @@ class GenerativeConfig(_Section):
     patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
     dev_generate: int = Field(32, ge=0, description="Fine-grained dev rows per task answered greedily at each evaluation (micro-F1 against the teacher's tuples); 0 = teacher-forced loss only.")
     max_length: int = Field(768, ge=32, le=8192, description="Prompt + answer tokens kept (k-shot prompts are cut on the left).")
+    bench_shots: list[int] = Field(default_factory=list, description="Also bench the generative student before and after at these numbers of demonstrations (e.g. [4]: SentiBench's 4-shot protocol), besides `bench.shots`.")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=8, save_steps=50, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
 
 
