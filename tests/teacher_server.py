@@ -76,7 +76,46 @@ def lexicon_label(prompt: str) -> str | None:
     return "negative" if len(words & _NEGATIVE) > len(words & _POSITIVE) else "positive"
 
 
-def _answer(messages: list[dict[str, Any]]) -> str:
+_SAMPLES = re.compile(r"<<samples:(.*?)>>", re.DOTALL)
+# Aspect terms the tuple lexicon knows; a term's polarity is the lexicon label of the words around it.
+_ASPECTS = {"pizza", "service", "food", "staff", "pasta", "wine", "price", "decor", "waiter", "dessert"}
+
+
+def lexicon_tuples(query: str) -> str:
+    """For tuple prompts: ``[('aspect', 'polarity'), ...]`` over the query's known aspect terms, each with the
+    polarity of the lexicon words in its clause (split at 'but' and commas); ``[]`` when none."""
+    out = []
+    for clause in re.split(r",|\bbut\b", query.lower()):
+        words = re.findall(r"[a-z]+", clause)
+        pos, neg = len(set(words) & _POSITIVE), len(set(words) & _NEGATIVE)
+        pol = "positive" if pos > neg else "negative" if neg > pos else "neutral"
+        out += [(w, pol) for w in words if w in _ASPECTS]
+    return "[" + ", ".join(f"('{a}', '{p}')" for a, p in out) + "]"
+
+
+def _tuple_answer(messages: list[dict[str, Any]], seed: int | None) -> str | None:
+    """Tuple prompts (a system message asking for a list of tuples): a ``<<samples:A|B|...>>`` directive in
+    the query picks answer ``seed % n`` (a sampling teacher, for self-consistency); else the tuple lexicon."""
+    system = " ".join(m.get("content") or "" for m in messages if m.get("role") == "system")
+    if "list of tuples" not in system:
+        return None
+    queries = [m.get("content") or "" for m in messages if m.get("role") == "user"
+               and (m.get("content") or "").startswith("Sentence:")]
+    query = queries[-1] if queries else ""
+    m = _SAMPLES.search(query)
+    if m:
+        options = m.group(1).split("|")
+        return options[(seed or 0) % len(options)]
+    m = _REPLY.search(query)
+    if m:
+        return m.group(1)
+    return lexicon_tuples(query)
+
+
+def _answer(messages: list[dict[str, Any]], seed: int | None = None) -> str:
+    tuples = _tuple_answer(messages, seed)
+    if tuples is not None:
+        return tuples
     users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     first = users[0] if users else ""
     if any(m.get("role") == "assistant" for m in messages):
@@ -121,7 +160,7 @@ def create_app(latency_s: float = 0.0) -> FastAPI:
         counts[prompt_id(messages)] += 1
         if latency_s:
             await asyncio.sleep(latency_s)
-        words = _answer(messages).split(" ")
+        words = _answer(messages, body.get("seed")).split(" ")
         words = words[: int(body.get("max_tokens") or 256)]
         tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
         text = "".join(tokens)

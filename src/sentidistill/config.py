@@ -275,6 +275,46 @@ class SoftLabelsConfig(_Section):
         return _refuse_unhonoured(v, "soft_label_lm")
 
 
+FG_TASKS = ["atsa_rest16", "acsa_rest16", "asqp_rest16", "opener"]
+
+
+class FineGrainedConfig(_Section):
+    """Fine-grained teaching from unlabeled sentences (sentidistill.distill.tuples): the teacher writes the
+    tuples of each extraction task (ATSA, ACSA, ASQP, OpeNER answer formats) in the task's k-shot prompt,
+    answers read by the task's parser and counted; optional self-consistency."""
+
+    enabled: bool = Field(False, description="Run the teach_tuples stage.")
+    tasks: list[str] = Field(default_factory=lambda: list(FG_TASKS), description="Extraction tasks whose train sentences (gold tuples never read), or `texts`, the teacher answers.")
+    texts: Path | None = Field(None, description="A user's unlabeled sentences instead of the tasks' train splits: .txt (one per line), .jsonl, .csv, .tsv or .parquet.")
+    text_field: str = Field("text", description="The text column of `texts` (tables).")
+    n_per_task: int | None = Field(200, ge=1, description="Sentences per task, drawn with the run seed (None = all).")
+    max_chars: int = Field(400, ge=20, description="Sentences are cut at this many characters before the teacher reads them.")
+    shots: int = Field(4, ge=0, le=16, description="Demonstrations (from the task's train split, with answers) in each teacher prompt; SentiBench's protocol is 4.")
+    self_consistency: int = Field(1, ge=1, le=16, description="n teacher answers per sentence (sampled), keeping the tuples a strict majority contain (Wang et al. 2023); 1 = one greedy answer.")
+    temperature: float = Field(0.7, gt=0.0, le=2.0, description="Sampling temperature of the self-consistency answers (n > 1).")
+    max_tokens: int | None = Field(None, ge=1, description="Longest answer; None = the task's max_new_tokens.")
+    top_logprobs: int = Field(0, ge=0, le=20, description="Keep the teacher's top-k log-probs of greedy answers (token-level KD where the student shares the teacher's tokenizer).")
+    dev_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="Teacher-labelled dev slice per task (early stopping on agreement with the teacher).")
+
+
+class GenerativeConfig(_Section):
+    """The multi-task generative student (sentidistill.train.multitask_lm): one causal or seq2seq student
+    trained on everything the teacher wrote: the label-distribution KL on the classification soft labels, the
+    sequence-level loss on the fine-grained tuples, and a share of both in k-shot ICL prompts."""
+
+    enabled: bool = Field(False, description="Train `student` (a causal or seq2seq model) on the soft labels and/or the teacher's tuples, and bench it (needs soft_labels and/or finegrained).")
+    icl_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Share of training rows shown in a k-shot prompt (demonstrations with gold answers from the task's train split, as SentiBench's 4-shot protocol), the rest 0-shot.")
+    icl_shots: int = Field(4, ge=1, le=8, description="k of the k-shot training prompts.")
+    kl_weight: float = Field(1.0, ge=0.0, description="Weight of the label-distribution KL (classification rows).")
+    seq_weight: float = Field(1.0, ge=0.0, description="Weight of the sequence-level cross-entropy on the teacher's tuples (fine-grained rows), per answer token.")
+    temperature: float = Field(1.0, gt=0.0, description="Temperature of the label-distribution KL.")
+    patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
+    dev_generate: int = Field(32, ge=0, description="Fine-grained dev rows per task answered greedily at each evaluation (micro-F1 against the teacher's tuples); 0 = teacher-forced loss only.")
+    max_length: int = Field(768, ge=32, le=8192, description="Prompt + answer tokens kept (k-shot prompts are cut on the left).")
+    bench_shots: list[int] = Field(default_factory=list, description="Also bench the generative student before and after at these numbers of demonstrations (e.g. [4]: SentiBench's 4-shot protocol), besides `bench.shots`.")
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=8, save_steps=50, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
+
+
 class ClassifierConfig(_Section):
     """The classifier student: an encoder fine-tuned end to end with one head per task, on soft labels."""
 
@@ -366,6 +406,8 @@ class PipelineConfig(_Section):
     icldist_training: TrainingConfig | None = Field(None, description="Overrides `training` for the ICLDist stage.")
     soft_labels: SoftLabelsConfig = SoftLabelsConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    finegrained: FineGrainedConfig = FineGrainedConfig()
+    generative: GenerativeConfig = GenerativeConfig()
     bench: BenchConfig = BenchConfig()
     finetune: FinetuneEvalConfig = FinetuneEvalConfig()
 
@@ -373,6 +415,9 @@ class PipelineConfig(_Section):
     def _classifier_needs_soft_labels(self) -> PipelineConfig:
         if self.classifier.enabled and not self.soft_labels.enabled:
             raise ValueError("classifier.enabled needs soft_labels.enabled (the classifier learns the teacher's soft labels)")
+        if self.generative.enabled and not (self.soft_labels.enabled or self.finegrained.enabled):
+            raise ValueError("generative.enabled needs soft_labels.enabled and/or finegrained.enabled "
+                             "(the generative student learns what the teacher wrote)")
         return self
 
     @field_validator("data_dir")
@@ -410,6 +455,8 @@ _ADDED_AT_DEFAULT: dict[str, Any] = {
     "soft_labels": SoftLabelsConfig().model_dump(mode="json"),
     "classifier": ClassifierConfig().model_dump(mode="json"),
     "classifier.pooling": "mean",
+    "finegrained": FineGrainedConfig().model_dump(mode="json"),
+    "generative": GenerativeConfig().model_dump(mode="json"),
     "bench.max_chars": None,
     "bench.unseen_tasks": [],
 }
@@ -477,8 +524,10 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-_PATH_FIELDS = [("data_dir",), ("runs_dir",), ("teacher", "replay_path"), ("knowdist", "replay_path")]
-_TASK_LIST_FIELDS = [("bench", "tasks"), ("bench", "unseen_tasks"), ("soft_labels", "tasks"), ("icldist", "tasks")]
+_PATH_FIELDS = [("data_dir",), ("runs_dir",), ("teacher", "replay_path"), ("knowdist", "replay_path"),
+                ("finegrained", "texts")]
+_TASK_LIST_FIELDS = [("bench", "tasks"), ("bench", "unseen_tasks"), ("soft_labels", "tasks"), ("icldist", "tasks"),
+                     ("finegrained", "tasks")]
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:

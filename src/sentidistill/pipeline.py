@@ -575,6 +575,32 @@ def _teach_soft(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir:
     return {"rows": stats.rows, "tasks": stats.tasks, "curation": stats.curation, "teacher": teacher.stats}
 
 
+def _teach_tuples(cfg: PipelineConfig, teacher: _LazyTeacher, out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.distill.tuples import build_tuple_corpus
+
+    stats = build_tuple_corpus(cfg.finegrained, teacher.get(), out, data_dir=data_dir, seed=cfg.seed)
+    return {"rows": stats.rows, "tasks": stats.tasks, "teacher": teacher.stats}
+
+
+def _train_generative(cfg: PipelineConfig, soft_corpus: Path | None, tuple_corpus: Path | None,
+                      out_dir: Path) -> dict:
+    """The multi-task generative student (``generative`` section) on the corpora this run wrote."""
+    from sentidistill.bench import get_task
+    from sentidistill.train.multitask_lm import MultiTaskSettings, train_multitask_generative
+
+    g = cfg.generative
+    specs = [*(cfg.soft_labels.tasks if soft_corpus else []), *(cfg.finegrained.tasks if tuple_corpus else [])]
+    settings = MultiTaskSettings(icl_fraction=g.icl_fraction, icl_shots=g.icl_shots, kl_weight=g.kl_weight,
+                                 seq_weight=g.seq_weight, temperature=g.temperature, patience=g.patience,
+                                 dev_generate=g.dev_generate, max_length=g.max_length)
+    final = train_multitask_generative(
+        cfg.student.model, out_dir, g.training, settings, soft_corpus=soft_corpus, tuple_corpus=tuple_corpus,
+        kind=cfg.student.kind, seed=cfg.seed, task_specs={get_task(s).name: s for s in specs},
+    )
+    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
+
+
 def _init_classifier(cfg: PipelineConfig, corpus: Path, out: Path) -> dict:
     """The untrained classifier student (heads from label embeddings), saved for the 'before' bench."""
     from sentidistill.data.soft_label_corpus import read_soft_labels

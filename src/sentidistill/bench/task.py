@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sentidistill.bench import metrics as M
 from sentidistill.bench.parsers import LabelParser, parse_tuples
 from sentidistill.data.loading import FORMATS, check_options, load_records, seeded_split, stratified_sample
+from sentidistill.data.tuple_corpus import format_tuples
 from sentidistill.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ class Task:
         """The gold answer as a model should write it: the verbalizer, or a Python list of tuples."""
         if self.kind == "classification":
             return self.verbalizers[row["gold"]]
-        return "[" + ", ".join("(" + ", ".join(repr(x) for x in t) + ")" for t in row["gold"]) + "]"
+        return format_tuples(row["gold"])
 
     def format_input(self, row: dict[str, Any]) -> str:
         try:

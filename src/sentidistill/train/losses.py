@@ -15,6 +15,8 @@ batch and is left out, e.g. no row carries teacher log-probabilities). The ICLDi
             distribution. Reads ``soft_labels``, ``label_mask``, ``weights``, ``temperature`` from the batch.
 ``label_ce`` cross-entropy on gold label indices over the label set (:func:`label_ce`); rows without one
             (``gold == -100``) add nothing.
+``answer_nll`` per-token NLL of whole teacher answers scored as continuations (:func:`answer_nll_loss`; the
+            multi-task generative student's fine-grained tuple rows).
 ========== ============================================================================================
 
 A new loss is a function here (or in its own module) plus one :data:`LOSSES` entry and a config weight.
@@ -174,8 +176,25 @@ def label_ce_loss(inputs: LossInputs) -> tuple[torch.Tensor, int]:
     return label_ce(inputs.logits, b["gold"], b["label_mask"], weights=b.get("weights")), n
 
 
+def answer_nll_loss(inputs: LossInputs) -> tuple[torch.Tensor, int]:
+    """Sequence-level cross-entropy on whole teacher answers scored as continuations (the multi-task
+    generative student's tuple rows): ``-sum_i w_i · log P(answer_i | prompt_i) / sum_i w_i · |answer_i|``,
+    i.e. the weighted mean negative log-likelihood per answer token (nats). Reads the batch's
+    ``answer_logprob`` ``[N]`` (each answer's summed token log-likelihood, differentiable),
+    ``answer_tokens`` ``[N]`` (its token count) and optional ``answer_weights`` ``[N]`` (n = N)."""
+    b = inputs.batch or {}
+    lp = b.get("answer_logprob")
+    if lp is None or lp.numel() == 0:
+        return torch.zeros(()), 0
+    n_tok = b["answer_tokens"].to(lp.dtype)
+    w = b.get("answer_weights")
+    w = torch.ones_like(lp) if w is None else w.to(lp.dtype)
+    return -(w * lp).sum() / (w * n_tok).sum().clamp(min=1.0), int(lp.shape[0])
+
+
 #: loss name -> "module:function" (imported when first used).
 LOSSES = Registry("loss", {
+    "answer_nll": "sentidistill.train.losses:answer_nll_loss",
     "ce": "sentidistill.train.losses:sequence_ce",
     "topk_kl": "sentidistill.train.losses:topk_kl_loss",
     "label_kl": "sentidistill.train.losses:label_kl_loss",
