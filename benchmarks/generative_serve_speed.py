@@ -66,8 +66,8 @@ def bench_teacher(prompts: list, rows: list[dict], task: Any, args: argparse.Nam
         return "llama-cpp-python is not installed (pip install 'sentidistill[llamacpp]')"
     try:
         from sentidistill.config import TeacherConfig
-        from sentidistill.teacher import SamplingParams, TeacherRequest, build_teacher
         from sentidistill.core.assets import resolve_gguf
+        from sentidistill.teacher import SamplingParams, TeacherRequest, build_teacher
 
         cfg = TeacherConfig(kind="llamacpp", model=args.teacher, concurrency=4, repair_attempts=0, max_retries=1)
         resolve_gguf(cfg.model)  # raises when the weight packages are absent

@@ -221,7 +221,7 @@ def test_tiny_causal_student_learns_a_tuple_task(tmp_path):
                               logging_steps=1000, warmup_ratio=0.0)
     final = train_multitask_generative(str(model), tmp_path / "gen", training, settings, tuple_corpus=corpus,
                                        kind="causal", seed=0, task_specs={"toy_atsa": str(task)})
-    summary = json.loads((tmp_path / "gen" / "training_summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((final / "training_summary.json").read_text(encoding="utf-8"))
     before = summary["dev_before"]["eval_teacher_agreement"]
     after = summary["dev_after"]["eval_teacher_agreement"]
     assert before < 0.1  # a random-init model writes no valid tuple

@@ -103,6 +103,32 @@ def test_icldist_only_starts_from_the_base_student(tmp_path):
     assert stages["train_icldist"].built_from == ("teach_icl",)
 
 
+def test_generative_student_plan_teaches_tuples_trains_and_benches_it(tmp_path):
+    cfg = _cfg(tmp_path, knowdist={"enabled": False}, icldist={"enabled": False}, soft_labels={"enabled": True},
+               finegrained={"enabled": True}, generative={"enabled": True, "fewshot_bench": 4},
+               bench={"unseen_tasks": ["mr"]})
+    stages = {s.name: s for s in plan(cfg)}
+    assert list(stages) == ["teach_soft", "teach_tuples", "bench_teacher", "bench_teacher_calibrated",
+                            "bench_student_before", "bench_student_before_fewshot", "train_generative",
+                            "bench_generative_after", "bench_generative_after_fewshot", "bench_unseen", "report"]
+    assert set(stages["train_generative"].built_from) == {"teach_soft", "teach_tuples"}
+    assert stages["train_generative"].models["student_before"].path == cfg.student.model
+    assert stages["bench_generative_after"].built_from == ("train_generative",)
+    assert stages["bench_generative_after_fewshot"].bench.fewshot
+    assert "train_generative" in stages["bench_unseen"].built_from
+    # Soft labels only: the tuple stage is off and training is built from the soft labels alone.
+    only_soft = {s.name: s for s in plan(cfg.model_copy(update={
+        "finegrained": cfg.finegrained.model_copy(update={"enabled": False})}))}
+    assert "teach_tuples" not in only_soft and only_soft["train_generative"].built_from == ("teach_soft",)
+
+
+def test_generative_student_needs_a_corpus(tmp_path):
+    from sentidistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="generative.enabled needs"):
+        _cfg(tmp_path, generative={"enabled": True})
+
+
 def test_bench_off_plans_no_benchmark_and_no_report(tmp_path):
     cfg = _cfg(tmp_path, bench={"enabled": False}, finetune={"enabled": True})
     assert _names(cfg) == ["teach_knowdist", "teach_icl", "train_knowdist", "train_icldist", "finetune_eval"]
@@ -113,6 +139,8 @@ def test_every_declared_stage_is_planned_by_some_config(tmp_path):
     configs = [
         _cfg(tmp_path, finetune={"enabled": True}, bench={"unseen_tasks": ["sst2"]}),
         _cfg(tmp_path, soft_labels={"enabled": True, "train_generative": True}, classifier={"enabled": True}),
+        _cfg(tmp_path, soft_labels={"enabled": True}, finegrained={"enabled": True},
+             generative={"enabled": True, "fewshot_bench": 4}),
     ]
     assert {n for c in configs for n in _names(c)} == {s.name for s in STAGES}
 

@@ -176,6 +176,7 @@ UNHONOURED_SETTINGS: dict[str, dict[str, Unhonoured]] = {
     "soft_label_classifier": {**_SOFT_LABEL_COMMON, "lora": Unhonoured(
         "the classifier student fine-tunes its encoder and heads end to end (no LoRA path)", _is("lora", False))},
     "soft_label_lm": dict(_SOFT_LABEL_COMMON),
+    "multitask_lm": dict(_SOFT_LABEL_COMMON),
 }
 
 
@@ -184,6 +185,7 @@ _METHOD_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "soft_label_classifier": dict(epochs=4, learning_rate=1e-4, batch_size=32, save_steps=50, eval_steps=None,
                                   warmup_ratio=0.06),
     "soft_label_lm": dict(epochs=1, learning_rate=1e-4, batch_size=16, save_steps=50, warmup_ratio=0.06),
+    "multitask_lm": dict(epochs=1, learning_rate=1e-4, batch_size=8, save_steps=50, warmup_ratio=0.06),
 }
 
 
@@ -311,8 +313,13 @@ class GenerativeConfig(_Section):
     patience: int = Field(3, ge=1, description="Early stopping: evaluations on the dev slice without a gain in teacher agreement.")
     dev_generate: int = Field(32, ge=0, description="Fine-grained dev rows per task answered greedily at each evaluation (micro-F1 against the teacher's tuples); 0 = teacher-forced loss only.")
     max_length: int = Field(768, ge=32, le=8192, description="Prompt + answer tokens kept (k-shot prompts are cut on the left).")
-    bench_shots: list[int] = Field(default_factory=list, description="Also bench the generative student before and after at these numbers of demonstrations (e.g. [4]: SentiBench's 4-shot protocol), besides `bench.shots`.")
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1, learning_rate=1e-4, batch_size=8, save_steps=50, warmup_ratio=0.06), description="Trainer settings (eval_steps None = twice per epoch).")
+    fewshot_bench: int = Field(0, ge=0, le=16, description="Also bench the generative student before and after with this many demonstrations (4: SentiBench's protocol), besides `bench.shots`; 0 = not.")
+    training: TrainingConfig = Field(default_factory=lambda: default_training("multitask_lm"), description="Trainer settings (eval_steps None = twice per epoch).")
+
+    @field_validator("training")
+    @classmethod
+    def _training_honoured(cls, v: TrainingConfig) -> TrainingConfig:
+        return _refuse_unhonoured(v, "multitask_lm")
 
 
 class ClassifierConfig(_Section):

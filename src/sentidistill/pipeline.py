@@ -31,8 +31,9 @@ from sentidistill.rundir import RunDir
 log = logging.getLogger(__name__)
 
 # The benchmarked models, in the order the results table and the report list them.
-BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_knowdist", "student_after",
-               "student_soft_after", "classifier_before", "classifier_after")
+BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_before_fewshot", "student_knowdist",
+               "student_after", "student_soft_after", "generative_after", "generative_after_fewshot",
+               "classifier_before", "classifier_after")
 
 
 @dataclass
@@ -110,6 +111,7 @@ class BenchTarget:
     model: str | None = None
     calibrated: bool = False
     unseen: bool = True
+    fewshot: bool = False  # benched with generative.fewshot_bench demonstrations instead of bench.shots
 
     def label_for(self, cfg: PipelineConfig) -> str:
         """The label of this model in the results table and the report."""
@@ -200,6 +202,10 @@ def _soft_corpus(rundir: RunDir) -> Path:
     return rundir.corpus_dir / "soft_labels.parquet"
 
 
+def _tuple_corpus(rundir: RunDir) -> Path:
+    return rundir.corpus_dir / "tuples.parquet"
+
+
 def _run_bench_stage(ctx: StageContext) -> dict:
     """Run a benchmark stage: the teacher (raw or calibrated) or the model its :class:`BenchTarget` reads."""
     b = ctx.stage.bench
@@ -210,7 +216,11 @@ def _run_bench_stage(ctx: StageContext) -> dict:
         return _bench(ctx.cfg, label, out, ctx.data_dir, teacher=ctx.teacher,
                       priors=_soft_corpus(ctx.rundir) if b.calibrated else None)
     m = ctx.model(b.model)
-    return _bench(ctx.cfg, label, out, ctx.data_dir, model=m.path, kind=m.kind)
+    cfg = ctx.cfg
+    if b.fewshot:
+        cfg = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"shots": cfg.generative.fewshot_bench})})
+        label = f"{label}, {cfg.bench.shots}-shot"
+    return _bench(cfg, label, out, ctx.data_dir, model=m.path, kind=m.kind)
 
 
 def bench_stage(target: BenchTarget, enabled: Callable[[PipelineConfig], bool] = _always, *,
@@ -228,6 +238,14 @@ def bench_stage(target: BenchTarget, enabled: Callable[[PipelineConfig], bool] =
 
 def _generative_soft(cfg: PipelineConfig) -> bool:
     return cfg.soft_labels.enabled and cfg.soft_labels.train_generative
+
+
+def _generative(cfg: PipelineConfig) -> bool:
+    return cfg.generative.enabled
+
+
+def _fewshot(cfg: PipelineConfig) -> bool:
+    return cfg.generative.enabled and cfg.generative.fewshot_bench > 0
 
 
 def _distilled_label(cfg: PipelineConfig) -> str:
@@ -277,6 +295,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(name="teach_soft", enabled=lambda cfg: cfg.soft_labels.enabled, uses_teacher=True,
           outputs=lambda r: [_soft_corpus(r), _soft_corpus(r).with_suffix(".stats.json")],
           run=lambda ctx: _teach_soft(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
+    Stage(name="teach_tuples", enabled=lambda cfg: cfg.finegrained.enabled, uses_teacher=True,
+          outputs=lambda r: [_tuple_corpus(r), _tuple_corpus(r).with_suffix(".stats.json")],
+          run=lambda ctx: _teach_tuples(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
     # The teacher's own score (same prompts as the students), raw and, with soft labels, calibrated with the
     # priors estimated on the unlabeled pool (cache hits: no new calls).
     bench_stage(BenchTarget("teacher", "teacher"), lambda cfg: cfg.bench.include_teacher),
@@ -299,7 +320,10 @@ STAGES: tuple[Stage, ...] = (
     # The generative student before distillation.
     bench_stage(BenchTarget("student_before", "student (before)", "student_before"),
                 lambda cfg: cfg.bench.include_student_before and (
-                    cfg.knowdist.enabled or cfg.icldist.enabled or _generative_soft(cfg) or not cfg.classifier.enabled)),
+                    cfg.knowdist.enabled or cfg.icldist.enabled or _generative_soft(cfg) or _generative(cfg)
+                    or not cfg.classifier.enabled)),
+    bench_stage(BenchTarget("student_before_fewshot", "student (before)", "student_before", unseen=False,
+                            fewshot=True), lambda cfg: cfg.bench.include_student_before and _fewshot(cfg)),
     # KnowDist pre-training, then ICLDist on top of it (each starts from student_after and replaces it).
     Stage(name="train_knowdist", enabled=lambda cfg: cfg.knowdist.enabled, needs=("teach_knowdist",),
           reads=("student_after",), produces=Produces(("student_knowdist", "student_after"), "knowdist/final"),
@@ -324,6 +348,17 @@ STAGES: tuple[Stage, ...] = (
                                                  ctx.rundir.models_dir / "generative_soft")),
     bench_stage(BenchTarget("student_soft_after", "generative student (soft labels)", "student_soft_after"),
                 _generative_soft),
+    # One multi-task generative student on everything the teacher wrote: soft labels (label-distribution KL),
+    # fine-grained tuples (sequence-level loss), a share of both in k-shot prompts.
+    Stage(name="train_generative", enabled=_generative, after=("teach_soft", "teach_tuples"),
+          reads=("student_before",), produces=Produces(("generative_after",), "generative/final"),
+          workdir=lambda r: r.models_dir / "generative",
+          run=lambda ctx: _train_generative(
+              ctx.cfg, _soft_corpus(ctx.rundir) if ctx.cfg.soft_labels.enabled else None,
+              _tuple_corpus(ctx.rundir) if ctx.cfg.finegrained.enabled else None, ctx.rundir.models_dir / "generative")),
+    bench_stage(BenchTarget("generative_after", "generative student (multi-task)", "generative_after"), _generative),
+    bench_stage(BenchTarget("generative_after_fewshot", "generative student (multi-task)", "generative_after",
+                            unseen=False, fewshot=True), _fewshot),
     # Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
     Stage(name="finetune_eval", enabled=lambda cfg: cfg.finetune.enabled, after=("train_knowdist",),
           reads=("student_before",), reported=True, outputs=lambda r: [r.path / "finetune" / "results.json"],
@@ -597,7 +632,9 @@ def _train_generative(cfg: PipelineConfig, soft_corpus: Path | None, tuple_corpu
         cfg.student.model, out_dir, g.training, settings, soft_corpus=soft_corpus, tuple_corpus=tuple_corpus,
         kind=cfg.student.kind, seed=cfg.seed, task_specs={get_task(s).name: s for s in specs},
     )
-    summary = json.loads((out_dir / "training_summary.json").read_text(encoding="utf-8"))
+    from sentidistill.train.methods import read_training_summary
+
+    summary = read_training_summary(out_dir)
     return {"model": str(final), **{k: summary.get(k) for k in ("global_step", "best_teacher_agreement", "wall_s")}}
 
 

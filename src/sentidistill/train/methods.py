@@ -37,6 +37,7 @@ TRAINING_METHODS = Registry("training method", {
     "onpolicy": "sentidistill.train.onpolicy:OnPolicyTrainer",
     "soft_label_classifier": "sentidistill.train.classifier:SoftLabelClassifierTrainer",
     "soft_label_lm": "sentidistill.train.softlabel_lm:SoftLabelLMTrainer",
+    "multitask_lm": "sentidistill.train.multitask_lm:MultiTaskLMTrainer",
 }, field="method")
 
 SUMMARY_FILE = "training_summary.json"

@@ -27,14 +27,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from transformers import Trainer
 
 from sentidistill.errors import InputError
+from sentidistill.train.classifier import DevAgreementMixin, SoftLabelTrainingArguments
 
 log = logging.getLogger(__name__)
 
@@ -241,42 +243,59 @@ def dev_agreement(student: Any, examples: list[dict[str, Any]], tasks: list[dict
     return out
 
 
-def _trainer_class() -> type:
-    from transformers import Trainer
+@dataclass
+class MultiTaskLMArguments(SoftLabelTrainingArguments):
+    """The multi-task generative student's loss and evaluation: ``kl_weight · label_kl + seq_weight ·
+    answer_nll`` (T = ``temperature``), sequences cut at ``max_length`` tokens, ``dev_generate`` fine-grained dev
+    rows per task answered greedily at each evaluation."""
 
-    class MultiTaskLMTrainer(Trainer):
-        """``multitask_loss`` for training; evaluation = :func:`dev_agreement` on the dev examples (greedy
-        answers for the fine-grained rows, which the Trainer's logits-gathering loop cannot produce)."""
+    kl_weight: float = field(default=1.0, metadata={"help": "Weight of the label-distribution KL."})
+    seq_weight: float = field(default=1.0, metadata={"help": "Weight of the answer NLL on the teacher's tuples."})
+    max_length: int = field(default=768, metadata={"help": "Prompt + answer tokens kept."})
+    dev_generate: int = field(default=32, metadata={"help": "Fine-grained dev rows per task answered greedily."})
 
-        def __init__(self, *args: Any, student: Any, settings: MultiTaskSettings, tasks: list[dict[str, Any]],
-                     dev_examples: list[dict[str, Any]], resolve: TaskResolver, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.student, self.settings, self.tasks, self.dev_examples = student, settings, tasks, dev_examples
-            self.resolve = resolve
+    def settings(self) -> MultiTaskSettings:
+        return MultiTaskSettings(kl_weight=self.kl_weight, seq_weight=self.seq_weight, temperature=self.temperature,
+                                 dev_generate=self.dev_generate, max_length=self.max_length)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            self.student.model = model  # the Trainer's (possibly wrapped) model computes the scores
-            loss = multitask_loss(self.student, inputs, self.settings)
-            return (loss, {}) if return_outputs else loss
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            t0 = time.perf_counter()
-            model = self.model
-            was_training = model.training
-            model.eval()
-            self.student.model = model
-            try:
-                m = dev_agreement(self.student, self.dev_examples, self.tasks, self.settings,
-                                  batch_size=self.args.per_device_eval_batch_size, resolve=self.resolve)
-            finally:
-                model.train(was_training)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in m.items()}
-            metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - t0, 3)
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            return metrics
+class MultiTaskLMTrainer(DevAgreementMixin, Trainer):
+    """``multitask_loss`` for training; evaluation = :func:`dev_agreement` on the dev examples (greedy answers
+    for the fine-grained rows, which the Trainer's logits-gathering loop cannot produce); early-stopped on it.
+    ``student`` wraps ``model``; ``tasks``: the corpora's tasks in ``task_id`` order; ``dev_examples``: from
+    :func:`build_examples`; ``resolve``: the corpus task names' :class:`TaskResolver`."""
 
-    return MultiTaskLMTrainer
+    arguments_class: ClassVar[type] = MultiTaskLMArguments
+
+    def __init__(self, model: Any = None, args: MultiTaskLMArguments | None = None, *, student: Any,
+                 tasks: list[dict[str, Any]], dev_examples: list[dict[str, Any]], resolve: TaskResolver,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("data_collator", MixedCollator())
+        super().__init__(model=model, args=args, **kwargs)
+        self.student, self.dev_examples, self.resolve = student, dev_examples, resolve
+        self._init_dev(tasks)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.student.model = model  # the Trainer's (possibly wrapped) model computes the scores
+        loss = multitask_loss(self.student, inputs, self.args.settings())  # type: ignore[attr-defined]
+        return (loss, {}) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        t0 = time.perf_counter()
+        model = self.model
+        was_training = model.training
+        model.eval()
+        self.student.model = model
+        try:
+            m = dev_agreement(self.student, self.dev_examples, self.tasks, self.args.settings(),  # type: ignore[attr-defined]
+                              batch_size=self.args.per_device_eval_batch_size, resolve=self.resolve)
+        finally:
+            model.train(was_training)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in m.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - t0, 3)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 def train_multitask_generative(
@@ -285,22 +304,22 @@ def train_multitask_generative(
     seed: int = 42, task_specs: dict[str, str] | None = None,
 ) -> Path:
     """Train a generative student on a soft-label corpus and/or a tuple corpus (see the module doc); returns
-    ``out_dir/final`` (saved by the student's kind, safetensors). ``training`` is a
-    :class:`sentidistill.config.TrainingConfig`. Resumes from ``out_dir/checkpoints``; early-stops on dev
-    agreement with the teacher (``settings.patience`` evaluations); writes ``out_dir/training_summary.json``.
+    ``out_dir/final`` (the student's weights (safetensors), tokenizer, kind marker and
+    ``training_summary.json``). ``training`` is a :class:`sentidistill.config.TrainingConfig`. Resumes from
+    ``out_dir/checkpoints``; early-stops on dev agreement with the teacher (``settings.patience`` evaluations).
     ``task_specs`` maps a corpus task name to the name or YAML file the config gave (a user's task files).
-    Raises InputError for a student that cannot generate, no corpus, or a corpus without training/dev rows."""
-    import shutil
-
-    from transformers import EarlyStoppingCallback
-
+    Raises InputError for a student that cannot generate, no corpus, or a corpus without training/dev rows;
+    ConfigError for a ``training`` value the method cannot honour."""
+    from sentidistill.config import check_training_settings
     from sentidistill.data.soft_label_corpus import read_soft_labels
     from sentidistill.data.tuple_corpus import read_tuple_corpus
     from sentidistill.students import load_student
-    from sentidistill.train.classifier import early_stopping_args, fit_early_stopped
+    from sentidistill.train.classifier import soft_label_eval_steps
+    from sentidistill.train.methods import build_trainer, save_final, train_resumable
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    check_training_settings(training, "multitask_lm", where="generative.training")
     if soft_corpus is None and tuple_corpus is None:
         raise InputError("the multi-task generative student needs a soft-label corpus and/or a tuple corpus",
                          field="generative", expected="soft_labels.enabled and/or finegrained.enabled")
@@ -318,7 +337,7 @@ def train_multitask_generative(
     student = load_student(student_spec, kind)
     if not student.can_generate:
         raise InputError(f"a {student.kind} student cannot learn the fine-grained tasks (it does not generate)",
-                         field="generative.model", expected="a causal or seq2seq student")
+                         field="student.model", expected="a causal or seq2seq student")
     student.model.train()
     names = list(dict.fromkeys([r["task"] for r in soft] + [r["task"] for r in tup]))
     kinds = {r["task"]: "classification" for r in soft} | {r["task"]: "extraction" for r in tup}
@@ -330,20 +349,19 @@ def train_multitask_generative(
     dev_settings = MultiTaskSettings(**{**settings.__dict__, "icl_fraction": 0.0})
     dev_ex = build_examples(dev_l, dev_t, student, dev_settings, names, seed=seed, demo_rows=(train_l, train_t),
                             resolve=resolve)
-    args = early_stopping_args(out_dir, training, len(train_ex), seed=seed, eval_batch_size=training.batch_size)
-    trainer = _trainer_class()(
-        model=student.model, args=args, train_dataset=ListDataset(train_ex), eval_dataset=ListDataset(dev_ex),
-        data_collator=MixedCollator(), callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
-        student=student, settings=settings, tasks=tasks, dev_examples=dev_ex, resolve=resolve,
-    )
-    fit_early_stopped(trainer, out_dir, t0, student=student_spec, kind=student.kind, train_rows=len(train_ex),
-                      dev_rows=len(dev_ex), label_rows=len(train_l), tuple_rows=len(train_t),
-                      icl_rows=sum(e["shots"] > 0 for e in train_ex))
-    final, tmp = out_dir / "final", out_dir / ".final.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # weights (safetensors) + config, main process only
-    student.tokenizer.save_pretrained(tmp)
-    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_summary.json says the same
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    every = soft_label_eval_steps(training, len(train_ex))
+    trainer = build_trainer(
+        "multitask_lm", training, out_dir, seed=seed, model=student.model, train_dataset=ListDataset(train_ex),
+        eval_dataset=ListDataset(dev_ex),
+        trainer_kwargs={"student": student, "tasks": tasks, "dev_examples": dev_ex, "resolve": resolve},
+        eval_steps=every, save_steps=every, per_device_eval_batch_size=training.batch_size,
+        temperature=settings.temperature, kl_weight=settings.kl_weight, seq_weight=settings.seq_weight,
+        max_length=settings.max_length, dev_generate=settings.dev_generate,
+        early_stopping_patience=settings.patience)
+    run = train_resumable(trainer, out_dir)
+    summary = {"method": "multitask_lm", "student": student_spec, "kind": student.kind,
+               "train_rows": len(train_ex), "dev_rows": len(dev_ex), "label_rows": len(train_l),
+               "tuple_rows": len(train_t), "icl_rows": sum(e["shots"] > 0 for e in train_ex), **run,
+               **trainer.summary(), "wall_s": round(time.perf_counter() - t0, 2),
+               "training": training.model_dump(mode="json")}
+    return save_final(trainer, out_dir, summary, tokenizer=student.tokenizer, kind=student.kind)

@@ -64,7 +64,7 @@ def where_it_belongs(name: str, loc: str, homes: dict[str, list[str]]) -> str:
     """The hint for an unknown field ``name`` found at ``loc``: the places that take it, else close spellings."""
     places = [p for p in homes.get(name, []) if p != loc]
     if places:
-        shown = ", ".join(places[:6]) + (f" (+{len(places) - 6} more)" if len(places) > 6 else "")
+        shown = ", ".join(places[:10]) + (f" (+{len(places) - 10} more)" if len(places) > 10 else "")
         return f"it belongs in {shown}" if len(places) == 1 else f"it belongs in one of: {shown}"
     close = difflib.get_close_matches(name, list(homes), n=3, cutoff=0.75)
     if close:
