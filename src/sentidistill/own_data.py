@@ -247,8 +247,12 @@ def distill_report(run_dir: str | Path, metrics: dict[str, dict[str, Any]] | Non
     from sentidistill.rundir import RunDir
 
     run = RunDir(run_dir)
-    summary_path = run.models_dir / "classifier" / "training_summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    from sentidistill.train.methods import read_training_summary
+
+    try:
+        summary = read_training_summary(run.models_dir / "classifier")
+    except FileNotFoundError:
+        summary = {}
     dev_after = summary.get("best_teacher_agreement")
     dev_before = next((v for k, v in (summary.get("dev_before") or {}).items() if "agreement" in k), None)
     teach = run.stage_info("teach_soft")

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sentidistill.bench import metrics as M
 from sentidistill.bench.parsers import LabelParser, parse_tuples
-from sentidistill.data.loading import FORMATS, check_options, load_records, seeded_split, stratified_sample
+from sentidistill.data.loading import (
+    FORMATS,
+    check_options,
+    load_records,
+    reader_options,
+    seeded_split,
+    stratified_sample,
+)
 from sentidistill.data.tuple_corpus import format_tuples
 from sentidistill.errors import InputError
 
@@ -73,11 +80,22 @@ class LoaderSpec(_Strict):
             if "format" in opts and opts["format"] not in FORMATS:
                 raise ValueError(f"split_options.{split}.format: unknown format '{opts['format']}'; expected one of "
                                  f"{', '.join(FORMATS)}")
+            own = {k: v for k, v in opts.items() if k != "format"}
+            try:  # a split's own options must suit its reader
+                check_options(opts.get("format", self.format), own)
+            except InputError as exc:
+                raise ValueError(f"split_options.{split}: {exc}") from None
         return self
 
     def options_for(self, split: str) -> dict[str, Any]:
-        """The reader options of ``split``: ``options`` with ``split_options[split]`` merged over them."""
-        return {**self.options, **self.split_options.get(split, {})}
+        """The reader options of ``split``: ``options`` with ``split_options[split]`` merged over them. When the
+        split has a ``format`` of its own, the loader's options are the other format's: only those its reader
+        also takes carry over (a CSV's ``text_field`` does not reach a plain-text split)."""
+        own = self.split_options.get(split, {})
+        fmt = own.get("format", self.format)
+        base = self.options if fmt == self.format else {
+            k: v for k, v in self.options.items() if k in reader_options(fmt)}
+        return {**base, **own}
 
 
 AnswerSource = Literal["label", "aspect_term_pairs", "aspect_category_pairs", "quads", "aste_triplets", "opinions"]
