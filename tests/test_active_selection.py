@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sentidistill.distill.active import kcenter_greedy, select, uncertainty
-from sentidistill.teacher.types import TeacherResponse
+from sentidistill.core.records import TeacherResponse
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

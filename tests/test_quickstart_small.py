@@ -94,7 +94,10 @@ def test_quickstart_small(shared_data_dir: Path, tmp_path: Path) -> None:
     for key, name in MODELS.items():
         metrics = json.loads((run / "bench" / key / "metrics.json").read_text())
         assert set(metrics["tasks"]) == {"sst2", "twitter"} and all(t["n"] == 6 for t in metrics["tasks"].values())
-        assert rows[name][-2] == f"{100 * metrics['sentibench_score']:.1f}", (name, rows[name])
+        assert rows[name][-3] == f"{100 * metrics['sentibench_score']:.1f}", (name, rows[name])
+        low, high = (metrics.get("sentibench_score_ci_low"), metrics.get("sentibench_score_ci_high"))
+        if low is not None:  # the 95% interval column
+            assert rows[name][-2] == f"[{100 * low:.1f}, {100 * high:.1f}]", (name, rows[name])
     report = (run / "report.md").read_text()
     assert (run / "report.html").is_file() and "classifier student (after)" in report and "Paired difference" in report
 
