@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from sentidistill.distill.active import kcenter_greedy, select, uncertainty
 from sentidistill.core.records import TeacherResponse
+from sentidistill.distill.active import kcenter_greedy, select, uncertainty
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

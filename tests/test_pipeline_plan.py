@@ -125,7 +125,7 @@ def test_generative_student_plan_teaches_tuples_trains_and_benches_it(tmp_path):
 def test_generative_student_needs_a_corpus(tmp_path):
     from sentidistill.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="generative.enabled needs"):
+    with pytest.raises(ConfigError, match=r"generative\.enabled needs"):
         _cfg(tmp_path, generative={"enabled": True})
 
 

@@ -31,14 +31,20 @@ SOFT_LABEL_SCHEMA = pa.schema([
 ])
 
 
-def write_soft_labels(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write soft-labelled rows as Parquet (:data:`SOFT_LABEL_SCHEMA`), atomically."""
+def write_rows(rows: list[dict[str, Any]], path: str | Path, schema: pa.Schema) -> Path:
+    """Write dict rows as Parquet with ``schema`` (a column a row lacks is null; zstd), atomically: a killed
+    write leaves the previous file or none. The one writer of the corpus files in this package."""
     path = Path(path)
-    cols = {name: [r.get(name) for r in rows] for name in SOFT_LABEL_SCHEMA.names}
+    cols = {name: [r.get(name) for r in rows] for name in schema.names}
     buf = io.BytesIO()
-    pq.write_table(pa.table(cols, schema=SOFT_LABEL_SCHEMA), buf, compression="zstd")
+    pq.write_table(pa.table(cols, schema=schema), buf, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def write_soft_labels(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write soft-labelled rows as Parquet (:data:`SOFT_LABEL_SCHEMA`), atomically."""
+    return write_rows(rows, path, SOFT_LABEL_SCHEMA)
 
 
 def read_soft_labels(path: str | Path) -> list[dict[str, Any]]:

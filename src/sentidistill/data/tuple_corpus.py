@@ -4,7 +4,6 @@ for unlabeled sentences. One Parquet schema shared by its writer (``distill.tupl
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sentidistill.data.soft_label_corpus import write_rows
 from sentidistill.errors import InputError
-from sentidistill.utils.io import atomic_write_bytes
 
 TUPLE_CORPUS_SCHEMA = pa.schema([
     ("task", pa.string()),  # a registered extraction task (atsa_rest16, acsa_rest16, asqp_rest16, opener, ...)
@@ -36,12 +35,7 @@ REQUIRED = ("task", "text", "target", "tuples", "split")
 def write_tuple_corpus(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write rows (dicts with :data:`TUPLE_CORPUS_SCHEMA`'s columns; missing ones null) as Parquet,
     atomically (a killed write leaves the previous file or none)."""
-    path = Path(path)
-    cols = {name: [r.get(name) for r in rows] for name in TUPLE_CORPUS_SCHEMA.names}
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols, schema=TUPLE_CORPUS_SCHEMA), buf, compression="zstd")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return write_rows(rows, path, TUPLE_CORPUS_SCHEMA)
 
 
 def read_tuple_corpus(path: str | Path) -> list[dict[str, Any]]:

@@ -160,14 +160,11 @@ class MixedCollator:
     text stays text (the student tokenises inside the loss)."""
 
     def __call__(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
+        from sentidistill.train.softlabel_lm import pad_label_sets
+
         lab = [f for f in feats if f["kind"] == "label"]
         seq = [f for f in feats if f["kind"] == "seq"]
-        k = max((len(f["probs"]) for f in lab), default=1)
-        soft = torch.zeros(len(lab), k)
-        mask = torch.zeros(len(lab), k, dtype=torch.bool)
-        for i, f in enumerate(lab):
-            soft[i, : len(f["probs"])] = torch.tensor(f["probs"])
-            mask[i, : len(f["probs"])] = True
+        soft, mask = pad_label_sets([f["probs"] for f in lab])
         return {
             "prompts": [f["prompt"] for f in lab], "conts": [list(f["conts"]) for f in lab],
             "n_tokens": [list(f["n_tokens"]) for f in lab], "soft_labels": soft, "label_mask": mask,

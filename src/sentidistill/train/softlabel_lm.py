@@ -73,17 +73,24 @@ def build_rows(rows: list[dict[str, Any]], student: Any, task_names: list[str]) 
     return out
 
 
+def pad_label_sets(probs: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(soft [B, K_max], mask [B, K_max])``: each row's distribution over its label set, zero-padded to the
+    widest set, and True where a label exists."""
+    k = max((len(p) for p in probs), default=1)
+    soft = torch.zeros(len(probs), k)
+    mask = torch.zeros(len(probs), k, dtype=torch.bool)
+    for i, p in enumerate(probs):
+        soft[i, : len(p)] = torch.tensor(p)
+        mask[i, : len(p)] = True
+    return soft, mask
+
+
 class LabelSetCollator:
     """Keeps prompts and continuations as text (the student tokenises them in the loss); pads the label
     tensors to the widest label set of the batch."""
 
     def __call__(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
-        k = max(len(f["probs"]) for f in feats)
-        soft = torch.zeros(len(feats), k)
-        mask = torch.zeros(len(feats), k, dtype=torch.bool)
-        for i, f in enumerate(feats):
-            soft[i, : len(f["probs"])] = torch.tensor(f["probs"])
-            mask[i, : len(f["probs"])] = True
+        soft, mask = pad_label_sets([f["probs"] for f in feats])
         return {
             "prompts": [f["prompt"] for f in feats], "conts": [list(f["conts"]) for f in feats],
             "n_tokens": [list(f["n_tokens"]) for f in feats], "soft_labels": soft, "label_mask": mask,
