@@ -52,6 +52,39 @@ def _stable_order(ids: list[str], seed: int) -> list[int]:
     return sorted(range(len(ids)), key=lambda j: keys[j])
 
 
+def _by_label(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["teacher_label"], []).append(r)
+    return out
+
+
+def _dev_ids(rows: list[dict[str, Any]], dev_fraction: float, min_dev: int, seed: int) -> set[str]:
+    """The dev slice's row ids: ``dev_fraction`` of ``rows`` (at least ``min_dev``, at most half), per teacher
+    label the first rows of a seeded order (stratified by teacher label)."""
+    n_dev_target = max(min_dev, round(dev_fraction * len(rows))) if dev_fraction > 0 else 0
+    n_dev_target = min(n_dev_target, len(rows) // 2)
+    dev_ids: set[str] = set()
+    if n_dev_target:
+        frac = n_dev_target / len(rows)
+        for lab_rows in _by_label(rows).values():
+            order = _stable_order([str(r["id"]) for r in lab_rows], seed)
+            dev_ids.update(str(lab_rows[j]["id"]) for j in order[: round(frac * len(lab_rows))])
+    return dev_ids
+
+
+def _downsample(rows: list[dict[str, Any]], cap: int, seed: int, removed: int) -> tuple[list[dict[str, Any]], int]:
+    """At most ``cap`` rows per teacher label (the first of a seeded order); returns them and ``removed`` plus
+    the number dropped."""
+    out: list[dict[str, Any]] = []
+    for lab_rows in _by_label(rows).values():
+        order = _stable_order([str(r["id"]) for r in lab_rows], seed)
+        keep_ids = {str(lab_rows[j]["id"]) for j in order[:cap]}
+        out.extend(r for r in lab_rows if str(r["id"]) in keep_ids)
+        removed += len(lab_rows) - len(keep_ids)
+    return out, removed
+
+
 def curate(
     rows: list[dict[str, Any]],
     *,
@@ -101,33 +134,12 @@ def curate(
                 continue
             conf_kept.append({**r, "teacher_label": labels[int(np.argmax(r["probs"]))]})
         st.teacher_calibrated_counts = dict(Counter(r["teacher_label"] for r in conf_kept))
-        # Dev slice: per teacher label, the first ceil(fraction * n) rows of a seeded order.
-        dev_ids: set[str] = set()
-        n_dev_target = max(min_dev, round(dev_fraction * len(conf_kept))) if dev_fraction > 0 else 0
-        n_dev_target = min(n_dev_target, len(conf_kept) // 2)
-        if n_dev_target:
-            by_label: dict[str, list[dict[str, Any]]] = {}
-            for r in conf_kept:
-                by_label.setdefault(r["teacher_label"], []).append(r)
-            frac = n_dev_target / len(conf_kept)
-            for lab_rows in by_label.values():
-                order = _stable_order([str(r["id"]) for r in lab_rows], seed)
-                take = round(frac * len(lab_rows))
-                dev_ids.update(str(lab_rows[j]["id"]) for j in order[:take])
+        dev_ids = _dev_ids(conf_kept, dev_fraction, min_dev, seed)
         train = [r for r in conf_kept if str(r["id"]) not in dev_ids]
         dev = [r for r in conf_kept if str(r["id"]) in dev_ids]
         counts = Counter(r["teacher_label"] for r in train)
         if balance == "downsample" and counts:
-            cap = min(counts.values())
-            by_label_train: dict[str, list[dict[str, Any]]] = {}
-            for r in train:
-                by_label_train.setdefault(r["teacher_label"], []).append(r)
-            train = []
-            for lab_rows in by_label_train.values():
-                order = _stable_order([str(r["id"]) for r in lab_rows], seed + 1)
-                keep_ids = {str(lab_rows[j]["id"]) for j in order[:cap]}
-                train.extend(r for r in lab_rows if str(r["id"]) in keep_ids)
-                st.removed_balance += len(lab_rows) - len(keep_ids)
+            train, st.removed_balance = _downsample(train, min(counts.values()), seed + 1, st.removed_balance)
             counts = Counter(r["teacher_label"] for r in train)
         if balance == "weight" and counts:
             n, k = len(train), len(counts)

@@ -117,6 +117,30 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _load_dequantised(src: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    """The causal LM and tokenizer of the GGUF file ``src`` through transformers, its weights de-quantised
+    (``dtype``, default fp32). Raises InputError for an architecture transformers cannot load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": src.name}
+    model_kwargs: dict[str, Any] = {"dtype": dtype} if dtype else {}
+    try:  # ask for dense weights explicitly (a GPU with GGUF kernels would otherwise keep them packed)
+        from transformers import GgufConfig
+
+        model_kwargs["quantization_config"] = GgufConfig(gguf_file=src.name, dequantize=True)
+    except ImportError:  # older transformers: always de-quantises
+        pass
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src.parent), **kwargs)
+        with _gguf_progress_follows_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
+    except (ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
+        raise InputError(f"transformers cannot load this GGUF as a causal LM ({type(exc).__name__}: {exc})",
+                         path=src, expected="a GGUF of an architecture transformers supports (llama, qwen2, ...)") from None
+    _strip_gguf_quantizer(model, src)
+    return model, tok
+
+
 def convert_gguf_to_hf(
     gguf_path: str | Path,
     out_dir: str | Path,
@@ -136,7 +160,6 @@ def convert_gguf_to_hf(
     (``max_abs_logit_diff`` is recorded). ``dtype``: default fp32, as transformers de-quantises.
     ``cache_dir``: where a builtin's parts are assembled (default :func:`default_cache_dir`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers import __version__ as tf_version
 
     out_dir = Path(out_dir)
@@ -163,22 +186,7 @@ def convert_gguf_to_hf(
         log.info("%s was converted from another file (sha256 %s...); converting again", out_dir,
                  str(prior.get("source_sha256"))[:12])
     log.info("converting %s (%.0f MB) into %s", src, size / 1e6, out_dir)
-    kwargs: dict[str, Any] = {"gguf_file": src.name}
-    model_kwargs: dict[str, Any] = {"dtype": dtype} if dtype else {}
-    try:  # ask for dense weights explicitly (a GPU with GGUF kernels would otherwise keep them packed)
-        from transformers import GgufConfig
-
-        model_kwargs["quantization_config"] = GgufConfig(gguf_file=src.name, dequantize=True)
-    except ImportError:  # older transformers: always de-quantises
-        pass
-    try:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), **kwargs)
-        with _gguf_progress_follows_transformers():
-            model = AutoModelForCausalLM.from_pretrained(str(src.parent), **kwargs, **model_kwargs)
-    except (ValueError, KeyError, NotImplementedError, RuntimeError) as exc:
-        raise InputError(f"transformers cannot load this GGUF as a causal LM ({type(exc).__name__}: {exc})",
-                         path=src, expected="a GGUF of an architecture transformers supports (llama, qwen2, ...)") from None
-    _strip_gguf_quantizer(model, src)
+    model, tok = _load_dequantised(src, dtype)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -147,17 +147,7 @@ def register(app: typer.Typer) -> None:
                 budget_msg = None
             except BudgetExceeded as exc:
                 responses, budget_msg = exc.responses, str(exc)  # type: ignore[attr-defined]
-            rows = []
-            for rid, resp in zip(ids, responses, strict=True):
-                row: dict[str, Any] = {"id": rid, "text": resp.text, "status": resp.status, "parsed": resp.parsed}
-                row.update(usage=resp.usage.model_dump(), cached=resp.cached, attempts=resp.attempts)
-                if resp.error:
-                    row["error"] = resp.error
-                if resp.reasoning is not None:
-                    row["reasoning"] = resp.reasoning
-                if resp.logprobs is not None:
-                    row["logprobs"] = [t.model_dump(mode="json") for t in resp.logprobs]
-                rows.append(row)
+            rows = [answer_row(rid, resp) for rid, resp in zip(ids, responses, strict=True)]
             write_jsonl(output, rows)
             if export is not None and teacher.cache is not None:
                 teacher.cache.export(export)
@@ -165,6 +155,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"wrote {len(rows)} answers to {output}")
         if budget_msg:
             raise BudgetExceeded(budget_msg)
+
+
+def answer_row(rid: Any, resp: Any) -> dict[str, Any]:
+    """One line of ``sentidistill teach``'s output: the id, the answer, its status and parse, usage, and the
+    error, reasoning and per-token log-probs where there are any."""
+    row: dict[str, Any] = {"id": rid, "text": resp.text, "status": resp.status, "parsed": resp.parsed}
+    row.update(usage=resp.usage.model_dump(), cached=resp.cached, attempts=resp.attempts)
+    if resp.error:
+        row["error"] = resp.error
+    if resp.reasoning is not None:
+        row["reasoning"] = resp.reasoning
+    if resp.logprobs is not None:
+        row["logprobs"] = [t.model_dump(mode="json") for t in resp.logprobs]
+    return row
 
 
 def main() -> None:
