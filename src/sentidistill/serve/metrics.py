@@ -11,6 +11,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from sentidistill.serve.http_errors import error_response
 
 
+def replayed_receive(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that first gives the app ``body`` (already read from the client) as one
+    ``http.request`` message, then defers to the real ``receive`` (for disconnects)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
 class ServerMetrics:
     """Prometheus metrics in a registry of this app's own (several apps can live in one process)."""
 
@@ -99,14 +113,4 @@ class GuardMiddleware:
                 return None
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return replay
+        return replayed_receive(b"".join(chunks), receive)

@@ -62,6 +62,19 @@ def _memory_api(llama_cpp: Any, ctx: Any) -> tuple[Callable[..., Any], Callable[
     raise RuntimeError("this llama-cpp-python has no KV-cache sequence API (llama_memory_seq_cp)")
 
 
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix common to every prompt, one token short of the shortest prompt so that each
+    keeps at least its last token to evaluate (its logits start the answer)."""
+    lcp = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = 0
+        while n < lcp and p[n] == first[n]:
+            n += 1
+        lcp = n
+    return list(first[:lcp])
+
+
 @dataclass
 class _Text:
     """One text of a batch: its tokens after the shared prefix and, per label trie node, what it needs."""
@@ -203,15 +216,8 @@ class MultiSequenceScorer:
         per_text_seqs = trie.n_sequences()
         if per_text_seqs > self.n_seq_max - 1:
             raise ValueError(f"{per_text_seqs} label branches need more than n_seq_max={self.n_seq_max} sequences")
-        # The shared prefix: common to every prompt, and each prompt keeps at least its last token.
-        lcp = min(len(p) for p in prompts) - 1
-        first = prompts[0]
-        for p in prompts[1:]:
-            n = 0
-            while n < lcp and p[n] == first[n]:
-                n += 1
-            lcp = n
-        prefix = list(first[:lcp])
+        prefix = shared_prefix(prompts)
+        lcp = len(prefix)
         longest = max(len(p) for p in prompts) + max(len(s) for s in labels)
         if longest > self.n_ctx:
             raise ValueError(f"a prompt with its label has {longest} tokens; n_ctx={self.n_ctx}")
@@ -283,15 +289,10 @@ class MultiSequenceScorer:
         ``.step(logits) -> next token | None`` (None: finished), given the raw logits (n_vocab floats) of
         its next position. Raises ``ValueError`` when a prompt cannot fit ``n_ctx`` with its budget,
         ``RuntimeError`` when ``llama_decode`` fails (the cache is then emptied)."""
-        lcp = min(len(p) for p in prompts) - 1
-        first = prompts[0]
-        for p in prompts[1:]:
-            n = 0
-            while n < lcp and p[n] == first[n]:
-                n += 1
-            lcp = n
+        prefix = shared_prefix(prompts)
+        lcp = len(prefix)
         try:
-            self._set_prefix(list(first[:lcp]))
+            self._set_prefix(prefix)
             room = self.n_ctx - lcp
             wave: list[int] = []
             used = 0

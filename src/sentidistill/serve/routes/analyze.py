@@ -77,16 +77,9 @@ class AnalyzeFastPath:
             check_count(self.state, len(req.texts))
             plan, rows = _classifier_plan(self.state, req)
         except Exception:  # let the route answer it (and map the error) exactly as it always has
-            sent = False
+            from sentidistill.serve.metrics import replayed_receive
 
-            async def replay() -> dict:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replayed_receive(body, receive), send)
             return
         try:
             response = json_response(await _classify_planned(self.state, plan, rows))
