@@ -314,18 +314,10 @@ class GenerationEngine(BatchedEngine):
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-level BPE alphabet: each byte 0-255 -> the printable character that stands for it in the
-    vocabulary (printable Latin-1 bytes map to themselves, the others to U+0100 onwards). Source: OpenAI's
-    gpt-2 ``encoder.py``, the table HF ``tokenizers``' ``ByteLevel`` pre-tokenizer uses."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    n = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + n)
-            n += 1
-    return dict(zip(keep, (chr(c) for c in chars), strict=True))
+    """GPT-2's byte-level BPE alphabet (:func:`sentidistill.utils.bytelevel.byte_level_alphabet`)."""
+    from sentidistill.utils.bytelevel import byte_level_alphabet
+
+    return byte_level_alphabet()
 
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")

@@ -34,13 +34,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from sentidistill.core.records import parse_logprob
 from sentidistill.errors import InputError
+from sentidistill.utils.bytelevel import byte_level_alphabet
 
 
 @dataclass
@@ -182,18 +182,9 @@ PROBE_TEXTS = (
 )
 
 
-@lru_cache(maxsize=1)
 def _byte_encoder() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-character table (used by every byte-level BPE)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+    return byte_level_alphabet()
 
 
 def _tokenizer_json(tok: Any) -> dict[str, Any] | None:
