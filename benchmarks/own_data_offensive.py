@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=500, help="stratified test items (>= 200; 860 = all)")
     ap.add_argument("--pooling", default="pooler", help="pooler (exportable) | mean")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX int8 export and its speed")
     args = ap.parse_args()
     pool, test = prepare(args.data_dir, args.out.with_name(args.out.name + "_data"), args.n_pool, args.seed)
     cmd = ["sentidistill", "distill", str(pool), "--text-column", "text", "--labels", "not-offensive,offensive",
@@ -83,7 +84,34 @@ def main() -> None:
               f"student texts/s = {after['items_per_s'] / teacher['items_per_s']:.0f}x the teacher's")
     print(f"dev agreement with the teacher: {100 * (report['dev_agreement_after'] or 0):.1f}; "
           f"wall time of this call {wall:.0f}s (a resumed run counts only what was left)")
+    if teacher and teacher.get("items_per_s") and not args.no_onnx:
+        served_speed(args.out / "models" / "classifier" / "final", test, args.out / "onnx", teacher["items_per_s"])
 
+
+def served_speed(model: Path, test: Path, onnx_out: Path, teacher_tps: float) -> None:
+    """The student as a user calls it: ``sentidistill.predict`` over the test texts (one call, batches of 32,
+    the classifier engine's length-sorted batching), PyTorch fp32 and the ONNX int8 export
+    (``export_classifier_onnx``); texts/s as a multiple of the teacher's bench texts/s, and how often int8
+    picks PyTorch's label. Each is timed on its second call (the first loads the model)."""
+    import sentidistill
+    from sentidistill.serve.classifier_onnx import export_classifier_onnx
+    from sentidistill.utils.cli import quiet_third_party
+
+    quiet_third_party()
+    with test.open(encoding="utf-8", newline="") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    onnx_dir = export_classifier_onnx(model, onnx_out, int8=True)
+    print(f"\nthe student as served: sentidistill.predict over {len(texts)} test tweets, batch size 32")
+    labels = {}
+    for name, kw in (("PyTorch fp32", {"model": str(model)}),
+                     ("ONNX int8", {"model": str(onnx_dir), "backend": "onnx", "int8": True})):
+        sentidistill.predict(texts[:64], batch_size=32, **kw)
+        t0 = time.perf_counter()
+        labels[name] = [r["prediction"] for r in sentidistill.predict(texts, batch_size=32, **kw)]
+        tps = len(texts) / (time.perf_counter() - t0)
+        print(f"  {name:13s} {tps:7.1f} texts/s = {tps / teacher_tps:5.0f}x the teacher's")
+    same = sum(a == b for a, b in zip(labels["PyTorch fp32"], labels["ONNX int8"], strict=True))
+    print(f"  ONNX int8 gives PyTorch's label for {same}/{len(texts)} texts")
 
 if __name__ == "__main__":
     main()

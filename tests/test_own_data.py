@@ -193,6 +193,33 @@ def test_predict_without_model_uses_the_newest_student_or_says_what_to_run(disti
     assert row["task"] == "tweets" and set(row["probabilities"]) == set(LABELS)
 
 
+def test_serve_answers_the_users_own_task_by_its_head_name(distilled):
+    """A distilled student of a user's task is served: /v1/analyze takes the head's name ("tweets", not in
+    the registry) and answers as predict() does, length-sorted batching keeping each text's answer;
+    an unknown task is a 400 that lists the head."""
+    import httpx
+
+    from sentidistill.serve import create_app
+    from sentidistill.serve.background import BackgroundServer
+    from sentidistill.serve.predict import predict
+
+    model = distilled["run"] / "models" / "classifier" / "final"
+    texts = ["that hotel was wonderful 7", "x", "the plot was tedious and painful, sadly, 12345 " * 3, "my stay"]
+    expected = predict(texts, task="tweets", model=str(model))
+    with BackgroundServer(create_app(str(model), max_batch_size=2)) as srv:
+        r = httpx.post(srv.base_url + "/v1/analyze", json={"task": "tweets", "texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["task"] == "tweets"
+        assert [x["text"] for x in body["results"]] == texts
+        assert [x["prediction"] for x in body["results"]] == [x["prediction"] for x in expected]
+        for got, want in zip(body["results"], expected, strict=True):
+            assert set(got["probabilities"]) == set(LABELS)
+            assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+        bad = httpx.post(srv.base_url + "/v1/analyze", json={"task": "tweetz", "texts": ["a"]}, timeout=60)
+        assert bad.status_code == 400 and "tweets" in bad.text and bad.json()["error"]["param"] == "task"
+
+
 # -- the data layer: unlabeled pools, per-split options, plain text files (fast) ---------------------------------
 
 def _task_file(tmp: Path, split_options: dict | None = None, train: str = "pool.txt") -> Path:

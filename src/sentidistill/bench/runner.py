@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +87,42 @@ def _load_finished(state_path: Path, pred_path: Path, key: str, prompts: list[An
 
 
 _META_KEYS = ("via", "response", "top")  # Answer.meta fields kept in the predictions file
+
+
+def _ask_with_progress(adapter: Any, label: str, n: int, ask: Callable[[int, int], list[Any]]) -> list[Any]:
+    """``ask(0, n)``, or, when progress is shown (a terminal, or ``$SENTIDISTILL_PROGRESS=1``), the same
+    items asked in chunks of ``max(64, 4 x adapter.batch_size)`` under a rich bar with rate and ETA.
+
+    Adapters whose teacher draws its own bar (``teacher.progress``, with calls, tokens and cache hits) are
+    asked in one piece, so one bar shows per task. Chunks are contiguous and answered per item, so the
+    answers are the same either way."""
+    from sentidistill.teacher.runner import progress_default
+
+    inner = getattr(adapter, "inner", adapter)
+    if n == 0 or not progress_default() or getattr(getattr(inner, "teacher", None), "progress", False):
+        return ask(0, n)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    step = max(64, 4 * int(getattr(inner, "batch_size", 16) or 16))
+    out: list[Any] = []
+    columns = (TextColumn(f"[bold]{str(getattr(adapter, 'name', 'model'))[-32:]}[/] {label}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    t0 = time.perf_counter()
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        job = bar.add_task(label, total=n, rate="")
+        for start in range(0, n, step):
+            out.extend(ask(start, min(n, start + step)))
+            bar.update(job, completed=len(out), rate=f"{len(out) / max(time.perf_counter() - t0, 1e-9):.1f} items/s")
+    return out
 
 
 def _seed_files(out_dir: Path, task: str, seed: int) -> tuple[Path, Path]:
@@ -160,12 +197,14 @@ def run_task(
         else:
             t0 = time.perf_counter()
             if restricted:
-                answers = adapter.choose(prompts, words, task=task.name, rows=rows)
+                answers = _ask_with_progress(adapter, task.name, len(prompts), lambda a, b, ps=prompts: adapter.choose(
+                    ps[a:b], words, task=task.name, rows=rows[a:b]))
                 raws = [a.text for a in answers]
                 scores = [a.scores for a in answers]
                 metas = [{k_: v for k_, v in (a.meta or {}).items() if k_ in _META_KEYS} for a in answers]
             else:
-                raws = adapter.generate(prompts, n_new, task=task.name, stop=stop)
+                raws = _ask_with_progress(adapter, task.name, len(prompts), lambda a, b, ps=prompts: adapter.generate(
+                    ps[a:b], n_new, task=task.name, stop=stop))
                 if adapter.prompt_style == "plain":
                     raws = [_cut_continuation(r, task) for r in raws]
                 scores = [None] * len(raws)

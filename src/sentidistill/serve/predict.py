@@ -16,7 +16,6 @@ from sentidistill.errors import InputError
 from sentidistill.serve.classify import ClassifierEngine, classifier_engine
 from sentidistill.serve.engine import GenerationEngine, GenParams
 from sentidistill.serve.tasks import (
-    TASK_ALIASES,
     build_prompts,
     default_max_tokens,
     jsonable_prediction,
@@ -79,33 +78,6 @@ def newest_student(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     return max(found, key=lambda p: max((f.stat().st_mtime for f in p.iterdir()), default=0.0))
 
 
-class _HeadTask:
-    """A classification task made of a classifier head (a user's own task that is not in the registry):
-    name, kind and labels, as :meth:`ClassifierEngine.plan` reads them; inputs are plain texts."""
-
-    kind = "classification"
-
-    def __init__(self, name: str, labels: Sequence[str]) -> None:
-        self.name, self.labels = name, list(labels)
-
-
-def _classifier_task(engine: ClassifierEngine, task: str | None) -> Any:
-    """The task a classifier answers: a registry task or alias; else one of its own heads by name; with no
-    ``task``, its only head (an InputError listing the heads when it has several)."""
-    heads = engine.heads.task_names
-    if task is None:
-        if len(heads) != 1:
-            raise InputError("this classifier has several heads: say which", field="task", expected=" | ".join(heads))
-        task = heads[0]
-    if task in heads and task not in TASK_ALIASES:
-        from sentidistill.bench import list_tasks
-
-        if task not in list_tasks():
-            spec = engine.backend.tasks[heads.index(task)]
-            return _HeadTask(task, spec["labels"])
-    return resolve_task(task)
-
-
 def predict(
     texts: Sequence[str | dict[str, Any]],
     task: str | None = None,
@@ -147,7 +119,7 @@ def predict(
         model = str(newest_student())
     engine = get_engine(model, backend, int8=int8, batch_size=batch_size)
     if isinstance(engine, ClassifierEngine):
-        return _classify(engine, _classifier_task(engine, task), rows, shots)
+        return _classify(engine, engine.task_for(task), rows, shots)
     t = resolve_task(task or "sentiment")
     prompts = build_prompts(t, rows, list(shots), style=style)
     gens = engine.generate(prompts, GenParams(max_tokens=max_tokens or default_max_tokens(t)))

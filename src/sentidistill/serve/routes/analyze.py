@@ -109,7 +109,7 @@ def _classifier_plan(state: ServerState, req: AnalyzeRequest) -> tuple[Any, list
     if req.shots:
         raise APIError(400, "the classifier student takes no shots (demonstrations); leave 'shots' unset",
                        param="shots", code="unsupported_parameter")
-    task = resolve_task(req.task)
+    task = state.engine.task_for(req.task)  # a SentiBench task, an alias, or one of the classifier's own heads
     rows = _rows(state, req)
     return state.engine.plan(task, rows), rows
 
