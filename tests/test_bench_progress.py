@@ -4,7 +4,6 @@ bar (calls, tokens, cache hits) is asked in one piece so one bar shows per task.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,26 +12,12 @@ import pytest
 from sentidistill.bench import get_task
 from sentidistill.bench.models import Answer
 from sentidistill.bench.runner import run_task
-
-LABELS = ["negative", "neutral", "positive"]
+from test_config_boundaries import _task as toy_task
 
 
 def _task(tmp_path: Path, n: int) -> Path:
-    data = tmp_path / "toy.jsonl"
-    data.write_text("\n".join(json.dumps({"t": f"text number {i}", "y": LABELS[i % 3]}) for i in range(n)),
-                    encoding="utf-8")
-    spec = tmp_path / "toy.yaml"
-    spec.write_text(f"""
-name: toy
-category: basic
-kind: classification
-loader: {{format: jsonl, splits: {{train: {data}, test: {data}}}, options: {{text_field: t, label_field: y}}}}
-labels: [{{name: negative}}, {{name: neutral}}, {{name: positive}}]
-instruction: Classify the sentiment.
-demos: {{split: train, k: 0}}
-metric: macro_f1
-""", encoding="utf-8")
-    return spec
+    """A 3-label toy task of ``n`` texts "text number <i>" (the boundaries tests' task file)."""
+    return toy_task(tmp_path, [f"text number {i}" for i in range(n)])
 
 
 class _Student:

@@ -29,6 +29,7 @@ from sentidistill.bench.prompting import select_demos
 from sentidistill.bench.registry import get_task
 from sentidistill.bench.task import Task
 from sentidistill.utils.io import atomic_write_json, read_jsonl, stable_hash, write_jsonl
+from sentidistill.utils.progress import progress_bar, progress_default
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +97,13 @@ def _ask_with_progress(adapter: Any, label: str, n: int, ask: Callable[[int, int
     Adapters whose teacher draws its own bar (``teacher.progress``, with calls, tokens and cache hits) are
     asked in one piece, so one bar shows per task. Chunks are contiguous and answered per item, so the
     answers are the same either way."""
-    from sentidistill.teacher.runner import progress_default
-
     inner = getattr(adapter, "inner", adapter)
     if n == 0 or not progress_default() or getattr(getattr(inner, "teacher", None), "progress", False):
         return ask(0, n)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     step = max(64, 4 * int(getattr(inner, "batch_size", 16) or 16))
     out: list[Any] = []
-    columns = (TextColumn(f"[bold]{str(getattr(adapter, 'name', 'model'))[-32:]}[/] {label}"), BarColumn(),
-               MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
     t0 = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with progress_bar(f"[bold]{str(getattr(adapter, 'name', 'model'))[-32:]}[/] {label}") as bar:
         job = bar.add_task(label, total=n, rate="")
         for start in range(0, n, step):
             out.extend(ask(start, min(n, start + step)))

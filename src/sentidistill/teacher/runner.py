@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -37,6 +35,7 @@ from sentidistill.teacher.cache import ResponseCache
 from sentidistill.teacher.config import TeacherConfig
 from sentidistill.teacher.validate import repair_message, validate
 from sentidistill.utils.answers import split_reasoning
+from sentidistill.utils.progress import progress_bar, progress_default
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -363,41 +362,17 @@ class CachedTeacher:
         return True
 
 
-def progress_default() -> bool:
-    """Whether a teacher shows progress bars when not told: ``$SENTIDISTILL_PROGRESS`` (``1``/``0``) when set,
-    else whether stderr is a terminal. (A bar on a non-terminal is printed once, in its final state.)"""
-    env = os.environ.get("SENTIDISTILL_PROGRESS")
-    if env in ("0", "1"):
-        return env == "1"
-    return sys.stderr.isatty()
-
-
 class _Progress:
     """A rich progress bar of one ``generate`` batch: what it is (the requests' prompt id, e.g.
     ``soft_labels.sst2.v0`` or a bench task), done/total calls to send, rate, elapsed, ETA, and the teacher's
     cost so far: calls sent, tokens, dollars, cache hits (this batch's answers that cost nothing)."""
 
     def __init__(self, total: int, teacher: CachedTeacher, *, label: str = "teacher", cached: int = 0) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         self.teacher = teacher
         self.t0 = time.perf_counter()
         self.done = 0
         self.cached = cached
-        from rich.console import Console
-
-        self.p = Progress(
-            TextColumn(f"[bold]teacher[/] {label[:40]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            transient=False, console=Console(stderr=True),
-        )
+        self.p = progress_bar(f"[bold]teacher[/] {label[:40]}", info=True)
         self.p.start()
         self.task = self.p.add_task("teacher", total=total, rate="", info=f"cache hits {cached}")
 
