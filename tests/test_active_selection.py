@@ -3,7 +3,6 @@ determinism for a seed, and the soft_labels.selection config reaching build_soft
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 
 from sentidistill.core.records import TeacherResponse
 from sentidistill.distill.active import kcenter_greedy, select, uncertainty
+from toy_task import write_toy_task
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -143,19 +143,7 @@ def test_build_soft_label_corpus_honours_the_selection(tmp_path, strategy: str) 
 
     words = ["great", "awful", "plain", "fine", "odd"]
     rows = [{"t": f"the {w} thing number {i}", "y": "positive"} for i in range(12) for w in words]
-    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    task = tmp_path / "toy.yaml"
-    task.write_text(f"""
-name: toy
-category: basic
-kind: classification
-loader: {{format: jsonl, splits: {{train: {tmp_path / 'train.jsonl'}, test: {tmp_path / 'train.jsonl'}}},
-         options: {{text_field: t, label_field: y}}}}
-labels: [{{name: negative}}, {{name: positive}}]
-instruction: Classify the sentiment as negative or positive.
-demos: {{split: train, k: 0}}
-metric: macro_f1
-""", encoding="utf-8")
+    task = write_toy_task(tmp_path, rows)
     encoder = build_tiny_encoder(tmp_path / "enc")
     cfg = SoftLabelsConfig(enabled=True, tasks=[str(task)], n_per_task=50, dev_fraction=0.2, balance="none",
                            selection={"strategy": strategy, "budget": 20, "rounds": 3, "encoder": str(encoder)})

@@ -19,6 +19,7 @@ from sentidistill.distill.calibration import softmax_logprobs
 from sentidistill.teacher.label_scores import label_logprobs_from_top_logprobs
 from sentidistill.teacher.restricted import response_label_logprobs, usable_scores
 from teacher_server import running_server, server_stats
+from toy_task import write_toy_task
 
 INF = math.inf
 WORDS3 = ["negative", "neutral", "positive"]
@@ -117,21 +118,8 @@ def test_token_level_kd_entries_drop_nonfinite_alternatives():
 # -- end to end, through a real HTTP teacher ----------------------------------------------------------
 
 def _task(tmp_path, texts, labels=("negative", "positive")):
-    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps({"t": t, "y": labels[0]}) for t in texts),
-                                          encoding="utf-8")
-    task = tmp_path / "toy.yaml"
-    task.write_text(f"""
-name: toy
-category: basic
-kind: classification
-loader: {{format: jsonl, splits: {{train: {tmp_path / 'train.jsonl'}, test: {tmp_path / 'train.jsonl'}}},
-         options: {{text_field: t, label_field: y}}}}
-labels: [{', '.join('{name: ' + lab + '}' for lab in labels)}]
-instruction: Classify the sentiment.
-demos: {{split: train, k: 0}}
-metric: macro_f1
-""", encoding="utf-8")
-    return task
+    return write_toy_task(tmp_path, [{"t": t, "y": labels[0]} for t in texts], labels=labels,
+                          instruction="Classify the sentiment.")
 
 
 def _soft_labels(tmp_path, url, task, cache):

@@ -21,6 +21,7 @@ from sentidistill.distill.curation import curate
 from sentidistill.errors import InputError
 from sentidistill.teacher.restricted import case_variants, response_label_logprobs
 from sentidistill.train.losses import label_ce, soft_label_kl
+from toy_task import write_toy_task
 
 # -- calibration ------------------------------------------------------------------------------------
 
@@ -226,24 +227,9 @@ class _FakeScoringTeacher:
 
 
 def _toy_task(tmp_path):
-    import json as _json
-
     rows = [{"t": f"the {w} thing {i}", "y": "positive" if w == "great" else "negative"}
             for i, w in enumerate(["great", "awful", "great", "plain"] * 10)]
-    (tmp_path / "train.jsonl").write_text("\n".join(_json.dumps(r) for r in rows), encoding="utf-8")
-    task = tmp_path / "toy.yaml"
-    task.write_text(f"""
-name: toy
-category: basic
-kind: classification
-loader: {{format: jsonl, splits: {{train: {tmp_path / 'train.jsonl'}, test: {tmp_path / 'train.jsonl'}}},
-         options: {{text_field: t, label_field: y}}}}
-labels: [{{name: negative}}, {{name: positive}}]
-instruction: Classify the sentiment as negative or positive.
-demos: {{split: train, k: 0}}
-metric: macro_f1
-""", encoding="utf-8")
-    return task
+    return write_toy_task(tmp_path, rows)
 
 
 @pytest.mark.parametrize("calibration", ["batch", "contextual", "none"])
