@@ -221,6 +221,50 @@ def test_redone_stage_invalidates_what_depends_on_it(tmp_path, tiny_data_dir, te
     assert rerun() == []
 
 
+def test_a_changed_setting_reruns_the_stages_that_read_it_and_keeps_the_others(tmp_path, tiny_data_dir, teacher_url,
+                                                                              tiny_seq2seq_dir):
+    """Each stage records the hash of the settings it reads: new ICLDist training steps redo ICLDist training and
+    what is built on it, not the benchmarks of the teacher or of the student before; a new bench limit redoes
+    every benchmark and nothing else; a manifest written before stages recorded settings resumes as it was."""
+    from sentidistill.config import validate_config
+    from sentidistill.pipeline import describe_plan, run_pipeline
+
+    raw = _config(tmp_path, tiny_data_dir, teacher_url, tiny_seq2seq_dir, "settings")
+    raw["finetune"] = {"enabled": False}
+    raw["icldist_training"] = {"max_steps": 2, "batch_size": 4, "save_steps": 2, "logging_steps": 1}
+    first = run_pipeline(validate_config(raw))
+    stages = list(first.stage_times)
+    assert "bench_student_before" in stages and "bench_teacher" in stages
+
+    def rerun(cfg_raw: dict) -> list[str]:
+        res = run_pipeline(validate_config(cfg_raw))
+        assert sorted(res.skipped + list(res.stage_times)) == sorted(stages)
+        return list(res.stage_times)
+
+    raw["icldist_training"]["max_steps"] = 3
+    plan_rows = {r["stage"]: r["status"] for r in describe_plan(validate_config(raw))}
+    assert plan_rows["train_icldist"] == "to run (its settings changed)"
+    assert plan_rows["bench_student_after"] == "to run (an upstream stage is redone)"
+    assert plan_rows["bench_student_before"] == plan_rows["train_knowdist"] == "done"
+    assert rerun(raw) == ["train_icldist", "bench_student_after", "report"]
+    manifest = json.loads((tmp_path / "runs" / "settings" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["previous_config_hash"] != manifest["config_hash"]
+    raw["bench"]["limit"] = 4
+    assert rerun(raw) == ["bench_teacher", "bench_student_before", "bench_student_knowdist", "bench_student_after",
+                          "report"]
+    assert json.loads((tmp_path / "runs" / "settings" / "bench" / "student_before" / "metrics.json").read_text(
+        encoding="utf-8"))["tasks"]["sst2"]["n"] == 4
+    # Entries from before settings were recorded: judged by the config the manifest holds (their own).
+    path = tmp_path / "runs" / "settings" / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for entry in manifest["stages"].values():
+        del entry["settings"]
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert rerun(raw) == []
+    raw["training"]["max_steps"] = 2  # KnowDist's training (ICLDist has its own): redone, with what follows
+    assert rerun(raw)[:2] == ["train_knowdist", "bench_student_knowdist"]
+
+
 def test_knowdist_only_run_benches_the_knowdist_student_on_unseen_tasks(tmp_path, tiny_data_dir, teacher_url,
                                                                        tiny_seq2seq_dir):
     """KnowDist without ICLDist: the distilled student is ``knowdist/final``, and the unseen-task stage benches it

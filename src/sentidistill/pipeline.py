@@ -27,6 +27,7 @@ from typing import Any
 from sentidistill.config import PipelineConfig
 from sentidistill.errors import ConfigError
 from sentidistill.rundir import RunDir
+from sentidistill.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,10 @@ class Stage:
     - ``uses_teacher``: it asks the teacher (started on first use, stopped before the next stage that does not).
     - ``reported``: the report shows its results (the report is rebuilt when it is redone).
     - ``bench``: for benchmark stages, what they score (:class:`BenchTarget`).
+    - ``settings(cfg)``: the config values its ``run`` reads (JSON-able). Their hash is recorded when it starts;
+      a change reruns it (and, through the result ids, what is built from it), a change elsewhere keeps its
+      result (new training epochs do not redo the student's 50-minute benchmark before distillation). None:
+      the whole config (any change reruns it).
 
     :func:`plan` returns copies with ``built_from`` (the dependencies, resolved) and ``models`` (the models
     visible to the stage: the base student and every model produced before it) filled in.
@@ -160,6 +165,7 @@ class Stage:
     uses_teacher: bool = False
     reported: bool = False
     bench: BenchTarget | None = None
+    settings: Callable[[PipelineConfig], Any] | None = None
     # Filled by plan():
     built_from: tuple[str, ...] = ()
     models: Mapping[str, Model] = field(default_factory=dict, compare=False, hash=False)
@@ -171,6 +177,12 @@ class Stage:
         if self.produces is None:
             raise ConfigError(f"stage '{self.name}' declares neither outputs nor the model it produces")
         return [rundir.models_dir / self.produces.folder]
+
+    def settings_hash(self, cfg: PipelineConfig) -> str:
+        """The hash of :attr:`settings` under ``cfg`` (``config:<config hash>`` when the stage declares none)."""
+        if self.settings is None:
+            return "config:" + cfg.config_hash()
+        return stable_hash(self.settings(cfg), 16)
 
 
 @dataclass
@@ -223,6 +235,60 @@ def _run_bench_stage(ctx: StageContext) -> dict:
     return _bench(cfg, label, out, ctx.data_dir, model=m.path, kind=m.kind)
 
 
+_BENCH_SELECTION = {"enabled", "include_teacher", "include_student_before", "unseen_tasks"}
+
+
+def _bench_settings(target: BenchTarget) -> Callable[[PipelineConfig], dict[str, Any]]:
+    """What a benchmark stage reads: the bench section (less the switches that select stages), the data
+    folder, and the teacher's settings (teacher targets) or the student's (model targets; the model itself
+    is an input), the shots of a few-shot target."""
+
+    def settings(cfg: PipelineConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {"bench": cfg.bench.model_dump(mode="json", exclude=_BENCH_SELECTION),
+                               "data_dir": str(cfg.data_dir) if cfg.data_dir else None}
+        if target.model is None:
+            out["teacher"] = cfg.teacher.legacy_dump()
+        else:
+            out["student"] = cfg.student.model_dump(mode="json")
+        if target.fewshot:
+            out["shots"] = cfg.generative.fewshot_bench
+        return out
+
+    return settings
+
+
+def _teach_settings(section: str) -> Callable[[PipelineConfig], dict[str, Any]]:
+    """What a teaching stage reads: its section, the teacher, the seed and the data folder."""
+    return lambda cfg: {section: getattr(cfg, section).model_dump(mode="json"), "teacher": cfg.teacher.legacy_dump(),
+                        "seed": cfg.seed, "data_dir": str(cfg.data_dir) if cfg.data_dir else None}
+
+
+def _generative_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    """What ``train_generative`` reads (the corpora are its inputs): the generative section, the student, the
+    seed and the task lists of both corpora."""
+    return {"generative": cfg.generative.model_dump(mode="json"), "student": cfg.student.model_dump(mode="json"),
+            "seed": cfg.seed, "soft_tasks": cfg.soft_labels.tasks if cfg.soft_labels.enabled else [],
+            "tuple_tasks": cfg.finegrained.tasks if cfg.finegrained.enabled else []}
+
+
+def _classifier_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    """What ``init_classifier`` and ``train_classifier`` read (the soft-label corpus is their input)."""
+    return {"classifier": cfg.classifier.model_dump(mode="json"), "seed": cfg.seed}
+
+
+def _method_settings(method: str) -> Callable[[PipelineConfig], dict[str, Any]]:
+    """What ``train_knowdist`` / ``train_icldist`` read: the stage's training settings, the student, the seed
+    (and ICLDist's section: its prompt format)."""
+    def settings(cfg: PipelineConfig) -> dict[str, Any]:
+        out = {"training": cfg.stage_training(method).model_dump(mode="json"),  # type: ignore[arg-type]
+               "student": cfg.student.model_dump(mode="json"), "seed": cfg.seed}
+        if method == "icldist":
+            out["icldist"] = cfg.icldist.model_dump(mode="json")
+        return out
+
+    return settings
+
+
 def bench_stage(target: BenchTarget, enabled: Callable[[PipelineConfig], bool] = _always, *,
                 needs: tuple[str, ...] = ()) -> Stage:
     """A stage ``bench_<key>`` that benches ``target`` when ``bench.enabled`` and ``enabled(cfg)``: it writes
@@ -232,7 +298,7 @@ def bench_stage(target: BenchTarget, enabled: Callable[[PipelineConfig], bool] =
         name=f"bench_{target.key}", run=_run_bench_stage, enabled=lambda cfg: cfg.bench.enabled and enabled(cfg),
         needs=needs, reads=(target.model,) if target.model else (),
         outputs=lambda r: [r.bench_dir / target.key / "metrics.json"], workdir=lambda r: r.bench_dir / target.key,
-        uses_teacher=target.model is None, reported=True, bench=target,
+        uses_teacher=target.model is None, reported=True, bench=target, settings=_bench_settings(target),
     )
 
 
@@ -287,15 +353,19 @@ def _bench_unseen_stage(ctx: StageContext) -> dict:
 STAGES: tuple[Stage, ...] = (
     # Teaching: the teacher writes the corpora (every response cached as it arrives).
     Stage(name="teach_knowdist", enabled=lambda cfg: cfg.knowdist.enabled, uses_teacher=True,
+          settings=_teach_settings("knowdist"),
           outputs=lambda r: [r.corpus_dir / "knowdist.parquet"],
           run=lambda ctx: _teach_knowdist(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
     Stage(name="teach_icl", enabled=lambda cfg: cfg.icldist.enabled, uses_teacher=True,
+          settings=_teach_settings("icldist"),
           outputs=lambda r: [r.corpus_dir / "icl.parquet"],
           run=lambda ctx: _teach_icl(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
     Stage(name="teach_soft", enabled=lambda cfg: cfg.soft_labels.enabled, uses_teacher=True,
+          settings=_teach_settings("soft_labels"),
           outputs=lambda r: [_soft_corpus(r), _soft_corpus(r).with_suffix(".stats.json")],
           run=lambda ctx: _teach_soft(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
     Stage(name="teach_tuples", enabled=lambda cfg: cfg.finegrained.enabled, uses_teacher=True,
+          settings=_teach_settings("finegrained"),
           outputs=lambda r: [_tuple_corpus(r), _tuple_corpus(r).with_suffix(".stats.json")],
           run=lambda ctx: _teach_tuples(ctx.cfg, ctx.teacher, ctx.outputs[0], ctx.data_dir)),
     # The teacher's own score (same prompts as the students), raw and, with soft labels, calibrated with the
@@ -306,12 +376,13 @@ STAGES: tuple[Stage, ...] = (
                 and cfg.soft_labels.calibration != "none", needs=("teach_soft",)),
     # The classifier student: zero-shot start (label-embedding heads), trained on the soft labels.
     Stage(name="init_classifier", enabled=lambda cfg: cfg.classifier.enabled, needs=("teach_soft",),
-          produces=Produces(("classifier_before",), "classifier/init", "classifier"),
+          produces=Produces(("classifier_before",), "classifier/init", "classifier"), settings=_classifier_settings,
           run=lambda ctx: _init_classifier(ctx.cfg, _soft_corpus(ctx.rundir), ctx.outputs[0])),
     bench_stage(BenchTarget("classifier_before", "classifier student (before)", "classifier_before"),
                 lambda cfg: cfg.classifier.enabled),
     Stage(name="train_classifier", enabled=lambda cfg: cfg.classifier.enabled, needs=("teach_soft",),
           reads=("classifier_before",), produces=Produces(("classifier_after",), "classifier/final", "classifier"),
+          settings=_classifier_settings,
           workdir=lambda r: r.models_dir / "classifier" / "checkpoints",
           run=lambda ctx: _train_classifier(ctx.cfg, _soft_corpus(ctx.rundir), ctx.rundir.models_dir / "classifier",
                                             Path(ctx.model("classifier_before").path))),
@@ -327,6 +398,7 @@ STAGES: tuple[Stage, ...] = (
     # KnowDist pre-training, then ICLDist on top of it (each starts from student_after and replaces it).
     Stage(name="train_knowdist", enabled=lambda cfg: cfg.knowdist.enabled, needs=("teach_knowdist",),
           reads=("student_after",), produces=Produces(("student_knowdist", "student_after"), "knowdist/final"),
+          settings=_method_settings("knowdist"),
           workdir=lambda r: r.models_dir / "knowdist",
           run=lambda ctx: _train(ctx.cfg, ctx.model("student_after").path, ctx.rundir.corpus_dir / "knowdist.parquet",
                                  ctx.rundir.models_dir / "knowdist", "knowdist")),
@@ -334,6 +406,7 @@ STAGES: tuple[Stage, ...] = (
                 lambda cfg: cfg.knowdist.enabled and cfg.icldist.enabled),
     Stage(name="train_icldist", enabled=lambda cfg: cfg.icldist.enabled, needs=("teach_icl",),
           reads=("student_after",), produces=Produces(("student_after",), "icldist/final"),
+          settings=_method_settings("icldist"),
           workdir=lambda r: r.models_dir / "icldist",
           run=lambda ctx: _train(ctx.cfg, ctx.model("student_after").path, ctx.rundir.corpus_dir / "icl.parquet",
                                  ctx.rundir.models_dir / "icldist", "icldist")),
@@ -352,6 +425,7 @@ STAGES: tuple[Stage, ...] = (
     # fine-grained tuples (sequence-level loss), a share of both in k-shot prompts.
     Stage(name="train_generative", enabled=_generative, after=("teach_soft", "teach_tuples"),
           reads=("student_before",), produces=Produces(("generative_after",), "generative/final"),
+          settings=_generative_settings,
           workdir=lambda r: r.models_dir / "generative",
           run=lambda ctx: _train_generative(
               ctx.cfg, _soft_corpus(ctx.rundir) if ctx.cfg.soft_labels.enabled else None,
@@ -472,15 +546,35 @@ class _Resume:
         return self.info.get("status") == "done" and not self.stale and self.problem is None
 
 
-def _resume_state(stage: Stage, rundir: RunDir) -> _Resume:
-    # ``built_from`` in the manifest: the result ids of the upstream stages when this one started.
+def _resume_state(stage: Stage, rundir: RunDir, cfg: PipelineConfig,
+                  recorded: dict[str, str] | None = None) -> _Resume:
+    """Where ``stage`` stands: stale when it started on other inputs (``built_from``: the upstream stages'
+    result ids then) or other settings (:meth:`Stage.settings_hash`; ``recorded`` supplies it for entries
+    written before stages recorded their settings, see :func:`_legacy_settings`)."""
     inputs = {d: rundir.stage_info(d).get("token") for d in stage.built_from}
     info = rundir.stage_info(stage.name)
-    stale = bool(info) and info.get("built_from") != inputs
+    settings = info.get("settings", (recorded or {}).get(stage.name))
+    stale = bool(info) and (info.get("built_from") != inputs or settings != stage.settings_hash(cfg))
     problem = None
     if info.get("status") == "done" and not stale:
         problem = next((p for p in (_output_problem(o, info) for o in stage.output_paths(rundir)) if p), None)
     return _Resume(inputs, info, stale, problem)
+
+
+def _legacy_settings(rundir: RunDir) -> dict[str, str]:
+    """Settings hashes for manifest entries written before stages recorded theirs, computed from the config
+    the manifest holds (the one they ran under: a changed config used to reset every entry). Empty when
+    there is none or it no longer loads (those entries are then stale)."""
+    manifest = rundir.read_manifest()
+    legacy = [n for n, e in manifest.get("stages", {}).items() if "settings" not in e]
+    if not legacy or "config" not in manifest:
+        return {}
+    try:
+        old = PipelineConfig.model_validate(manifest["config"])
+    except ValueError:  # pydantic.ValidationError: an old config this version no longer reads: its stages rerun
+        return {}
+    by_name = {s.name: s for s in STAGES}
+    return {n: by_name[n].settings_hash(old) for n in legacy if n in by_name}
 
 
 def _run_stage(stage: Stage, ctx: StageContext, result: PipelineResult, notify: Callable[[str, str], None]) -> None:
@@ -491,7 +585,7 @@ def _run_stage(stage: Stage, ctx: StageContext, result: PipelineResult, notify: 
     never recorded: a folder from another config).
     """
     rundir, name = ctx.rundir, stage.name
-    state = _resume_state(stage, rundir)
+    state = _resume_state(stage, rundir, ctx.cfg)
     if state.reusable:
         result.skipped.append(name)
         notify(name, "skipped (done)")
@@ -499,14 +593,14 @@ def _run_stage(stage: Stage, ctx: StageContext, result: PipelineResult, notify: 
     if state.problem is not None:
         log.warning("stage %s was done, but %s: running it again", name, state.problem)
     elif state.stale:
-        log.warning("stage %s: an upstream stage was redone since it started: starting it afresh", name)
+        log.warning("stage %s: its settings or an upstream stage changed since it started: starting it afresh", name)
     workdir = stage.workdir(rundir) if stage.workdir is not None else None
     if workdir is not None and workdir.exists() and (state.stale or not state.info):
         shutil.rmtree(workdir)
     notify(name, "running")
     t0 = time.perf_counter()
-    with rundir.stage(name, built_from=state.inputs) as stage_info:
-        stage_info.update({k: v for k, v in (stage.run(ctx) or {}).items() if k != "built_from"})
+    with rundir.stage(name, built_from=state.inputs, settings=stage.settings_hash(ctx.cfg)) as stage_info:
+        stage_info.update({k: v for k, v in (stage.run(ctx) or {}).items() if k not in ("built_from", "settings")})
     result.stage_times[name] = time.perf_counter() - t0
     notify(name, f"done in {result.stage_times[name]:.1f}s")
 
@@ -521,7 +615,9 @@ def run_pipeline(cfg: PipelineConfig, *, on_stage: Callable[[str, str], None] | 
 
     stages = plan(cfg)
     rundir = RunDir(cfg.run_dir)
+    legacy = _legacy_settings(rundir)
     rundir.open(cfg, config_hash=cfg.config_hash(), seeds={"pipeline": cfg.seed, "bench": cfg.bench.seeds[0]})
+    rundir.annotate_stages({name: {"settings": h} for name, h in legacy.items()})
     handler = rundir.attach_log()
     data_dir = cfg.data_dir or default_data_dir()
     result = PipelineResult(run_dir=rundir.path)
@@ -562,22 +658,22 @@ def describe_plan(cfg: PipelineConfig) -> list[dict[str, Any]]:
     """
     stages = plan(cfg)
     rundir = RunDir(cfg.run_dir)
-    same_config = rundir.read_manifest().get("config_hash") == cfg.config_hash()
+    legacy = _legacy_settings(rundir)
     rows, will_run = [], set()
     for s in stages:
-        if not same_config:
-            status = "to run" + (" (the run directory holds another config)" if rundir.manifest_path.exists() else "")
+        state = _resume_state(s, rundir, cfg, legacy)
+        redone = [d for d in s.built_from if d in will_run]
+        settings_changed = bool(state.info) and state.info.get("settings", legacy.get(s.name)) != s.settings_hash(cfg)
+        if state.reusable and not redone:
+            status = "done"
+        elif state.reusable or (state.stale and not settings_changed):
+            status = "to run (an upstream stage is redone)"
+        elif settings_changed:
+            status = "to run (its settings changed)"
+        elif state.problem is not None:
+            status = f"to run ({state.problem})"
         else:
-            state = _resume_state(s, rundir)
-            redone = [d for d in s.built_from if d in will_run]
-            if state.reusable and not redone:
-                status = "done"
-            elif state.reusable or state.stale:
-                status = "to run (an upstream stage is redone)"
-            elif state.problem is not None:
-                status = f"to run ({state.problem})"
-            else:
-                status = "to run" + (f" (last attempt: {state.info['status']})" if state.info.get("status") else "")
+            status = "to run" + (f" (last attempt: {state.info['status']})" if state.info.get("status") else "")
         if status != "done":
             will_run.add(s.name)
         produced = str(rundir.models_dir / s.produces.folder) if s.produces else ""

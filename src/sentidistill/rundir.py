@@ -107,17 +107,16 @@ class RunDir:
         atomic_write_json(self.manifest_path, manifest)
 
     def open(self, config: Any, *, config_hash: str, seeds: dict[str, int] | None = None) -> dict[str, Any]:
-        """Create or reopen the run. A different config hash starts the stage bookkeeping afresh."""
+        """Create or reopen the run. The stage entries are kept when the config changed (the previous hash is
+        recorded): each stage records the settings it ran with and its inputs, and
+        :func:`sentidistill.pipeline.run_pipeline` decides per stage whether its result still holds."""
         self.path.mkdir(parents=True, exist_ok=True)
         manifest = self.read_manifest()
         config_dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         if manifest.get("config_hash") != config_hash:
             previous = manifest.get("config_hash")
-            manifest = {
-                "config_hash": config_hash,
-                "created": _now(),
-                "stages": {},
-            }
+            manifest = {"config_hash": config_hash, "created": manifest.get("created", _now()),
+                        "stages": manifest.get("stages", {})}
             if previous:
                 manifest["previous_config_hash"] = previous
         manifest.update(
@@ -136,6 +135,15 @@ class RunDir:
         self._write_manifest(manifest)
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config_dump, sort_keys=False))
         return manifest
+
+    def annotate_stages(self, info: dict[str, dict[str, Any]]) -> None:
+        """Add fields to existing stage entries (``{stage: {field: value}}``; absent stages are skipped)."""
+        manifest = self.read_manifest()
+        stages = manifest.get("stages", {})
+        for name, fields in info.items():
+            if name in stages:
+                stages[name].update(fields)
+        self._write_manifest(manifest)
 
     def stage_done(self, stage: str) -> bool:
         return self.read_manifest().get("stages", {}).get(stage, {}).get("status") == "done"

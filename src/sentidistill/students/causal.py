@@ -7,6 +7,7 @@ their own special tokens, so nothing is added to them.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ class CausalStudent(HFGenerativeStudent):
     answer_only_logits = True
     chat_adds_special_tokens = False  # chat templates of causal LMs write their own special tokens
     lora_task_type = "CAUSAL_LM"
+    #: Score the pairs that share a prompt on one pass over it (False: one full sequence per pair, the
+    #: reference path; ``benchmarks/label_scoring_speed.py`` times both).
+    share_prompts: bool = True
 
     @classmethod
     def _load_model(cls, path: str, kwargs: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
@@ -82,34 +86,85 @@ class CausalStudent(HFGenerativeStudent):
 
     def sequence_logprobs(self, prompts: list[str], continuations: list[str], *,
                           n_tokens: list[int] | None = None, max_length: int = 1024) -> torch.Tensor:
-        seqs, n_cont = [], []
-        for i, (p, c) in enumerate(zip(prompts, continuations, strict=True)):
-            ctx = self._encode(p, True)
-            cont = self.continuation_ids(c)
-            if n_tokens is not None:
-                cont = cont[: n_tokens[i]]
-            ctx = ctx[-max(1, max_length - len(cont)):]  # keep the end of the prompt (the query)
-            seqs.append(ctx + cont)
-            n_cont.append(len(cont))
-        width = max(len(s) for s in seqs)
+        """``[N]`` log P(continuation | prompt) (see the base class). Pairs that share a prompt (restricted
+        scoring's K label words after one prompt, the ``label_kl`` loss's label sets) are scored on one pass over
+        that prompt: its KV cache is copied to each of its continuations, which then feed only their own tokens
+        (K label words of ~2 tokens after a ~250-token prompt: ~K times fewer tokens than K full sequences; the
+        same numbers up to float rounding, and differentiable through the cache; a prompt cut at ``max_length``
+        keeps room for its longest continuation). Pairs whose prompts all differ take one pass over
+        ``prompt + continuation``."""
+        conts = [self.continuation_ids(c) for c in continuations]
+        if n_tokens is not None:
+            conts = [c[:n] for c, n in zip(conts, n_tokens, strict=True)]
+        if self.share_prompts and len(set(prompts)) < len(prompts):
+            return self._shared_prompt_logprobs(list(prompts), conts, max_length)
+        return self._full_sequence_logprobs(list(prompts), conts, max_length)
+
+    def _left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        dev = self.device
-        # Left padding puts every continuation at the right edge, so only the last positions need logits.
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=dev)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=dev)
-        pos = left_pad_positions(mask)
-        keep = max(n_cont) + 1
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        return ids, mask
+
+    def _forward(self, keep: int, **inputs: Any) -> Any:
         try:
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+            return self.model(**inputs, logits_to_keep=keep)
         except TypeError:  # models without logits_to_keep
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        logits = logits[:, -keep:, :].float()
-        logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position j predicts token j+1
+            return self.model(**inputs)
+
+    def _full_sequence_logprobs(self, prompts: list[str], conts: list[list[int]], max_length: int) -> torch.Tensor:
+        seqs = []
+        for p, cont in zip(prompts, conts, strict=True):
+            ctx = self._encode(p, True)[-max(1, max_length - len(cont)):]  # keep the end of the prompt (the query)
+            seqs.append(ctx + cont)
+        ids, mask = self._left_padded(seqs)
+        width = ids.shape[1]
+        # Left padding puts every continuation at the right edge, so only the last positions need logits.
+        keep = max(len(c) for c in conts) + 1
+        out = self._forward(keep, input_ids=ids, attention_mask=mask, position_ids=left_pad_positions(mask),
+                            use_cache=False)
+        logp = torch.log_softmax(out.logits[:, -keep:, :].float()[:, :-1, :], dim=-1)  # j predicts token j+1
         scores = []
-        for b, n in enumerate(n_cont):
-            targets = ids[b, width - n:]
-            rows = logp[b, keep - 1 - n:, :]
-            scores.append(rows.gather(-1, targets.unsqueeze(-1)).sum())
+        for b, cont in enumerate(conts):
+            n = len(cont)
+            scores.append(logp[b, keep - 1 - n:, :].gather(-1, ids[b, width - n:].unsqueeze(-1)).sum())
+        return torch.stack(scores)
+
+    def _shared_prompt_logprobs(self, prompts: list[str], conts: list[list[int]], max_length: int) -> torch.Tensor:
+        unique = list(dict.fromkeys(prompts))
+        group = {p: g for g, p in enumerate(unique)}
+        row_group = torch.tensor([group[p] for p in prompts], device=self.device)
+        longest = [0] * len(unique)
+        for p, cont in zip(prompts, conts, strict=True):
+            longest[group[p]] = max(longest[group[p]], len(cont))
+        ctx = [self._encode(p, True)[-max(1, max_length - longest[g]):] for g, p in enumerate(unique)]
+        ctx_ids, ctx_mask = self._left_padded(ctx)
+        out = self._forward(1, input_ids=ctx_ids, attention_mask=ctx_mask, position_ids=left_pad_positions(ctx_mask),
+                            use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)[row_group]  # [N, V]: each first token
+        zero = first.new_zeros(())
+        scores = [first[i, c[0]] if c else zero for i, c in enumerate(conts)]
+        rest = max(len(c) for c in conts) - 1
+        if rest <= 0:
+            return torch.stack(scores)
+        # Each continuation feeds its tokens but the last after a copy of its prompt's cache (right-padded).
+        cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")  # 5.x / 4.x
+        cache.batch_select_indices(row_group)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        feed = torch.tensor([(c[:-1] + [pad] * rest)[:rest] for c in conts], device=self.device)
+        feed_mask = torch.tensor([[1] * max(0, len(c) - 1) + [0] * (rest - max(0, len(c) - 1)) for c in conts],
+                                 device=self.device)
+        lengths = ctx_mask.sum(-1)[row_group]
+        positions = lengths.unsqueeze(-1) + torch.arange(rest, device=self.device)
+        past = {"cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values": cache}
+        out = self._forward(0, input_ids=feed, attention_mask=torch.cat([ctx_mask[row_group], feed_mask], dim=-1),
+                            position_ids=positions, use_cache=True, **past)  # transformers 5.x names it `cache`
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # [N, rest, V]: position j predicts token j+1
+        for i, cont in enumerate(conts):
+            if len(cont) > 1:
+                targets = torch.tensor(cont[1:], device=self.device)
+                scores[i] = scores[i] + logp[i, : len(cont) - 1].gather(-1, targets.unsqueeze(-1)).sum()
         return torch.stack(scores)
 
     # -- export --------------------------------------------------------------------------------------

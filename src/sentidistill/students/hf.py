@@ -147,22 +147,21 @@ class HFGenerativeStudent(Student):
                      task: str | None = None, texts: Sequence[str] | None = None, first_token: bool = False,
                      batch_size: int = 8, max_length: int = 1024, prompt_style: str = "plain",
                      **options: Any) -> list[list[float]]:
-        """Per prompt, the log-likelihood of each label word after it (``texts``/``task`` are not used)."""
+        """Per prompt, the log-likelihood of each label word after it (``texts``/``task`` are not used).
+        ``batch_size`` prompts go through the model together, each with all its label words (a causal student
+        reads each prompt once for all of them: :meth:`CausalStudent.sequence_logprobs`)."""
         if prompts is None:
             raise InputError(f"a {self.kind} student scores labels after a prompt", field="prompts",
                              expected="the rendered task prompts")
         conts, lengths = self.label_continuations(labels, prompt_style, first_token)
-        flat_p = [p for p in prompts for _ in labels]
-        flat_c = conts * len(prompts)
-        flat_n = lengths * len(prompts)
-        ll: list[float] = []
-        with torch.inference_mode():
-            for i in range(0, len(flat_p), batch_size):
-                ps = [self.render(p) for p in flat_p[i: i + batch_size]]
-                ll.extend(self.loglikelihood(ps, flat_c[i: i + batch_size], n_tokens=flat_n[i: i + batch_size],
-                                             max_length=max_length))
         n = len(labels)
-        return [ll[i * n: (i + 1) * n] for i in range(len(prompts))]
+        out: list[list[float]] = []
+        for i in range(0, len(prompts), max(1, batch_size)):
+            rendered = [self.render(p) for p in prompts[i: i + max(1, batch_size)]]
+            ll = self.loglikelihood([p for p in rendered for _ in labels], conts * len(rendered),
+                                    n_tokens=lengths * len(rendered), max_length=max_length)
+            out.extend(ll[j * n: (j + 1) * n] for j in range(len(rendered)))
+        return out
 
     def _encode(self, text: str, special: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
