@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -69,15 +70,19 @@ def test_label_embedding_init_is_a_zero_shot_similarity_classifier(tiny_encoder)
     np.testing.assert_allclose(torch.linalg.vector_norm(w, dim=1).numpy(), [20.0, 20.0], rtol=1e-5)
 
 
-def test_train_on_soft_labels_learns_early_stops_and_reloads(tiny_encoder, tmp_path):
+def test_train_on_soft_labels_learns_early_stops_and_reloads(tiny_encoder, tmp_path, caplog):
     corpus = write_soft_labels(synthetic_corpus(100), tmp_path / "soft.parquet")
     cfg = ClassifierConfig(
         enabled=True, encoder=str(tiny_encoder), max_length=32, patience=3,
         training=TrainingConfig(epochs=40, learning_rate=5e-3, batch_size=16, eval_steps=10, save_steps=10,
                                 logging_steps=50, warmup_ratio=0.0),
     )
-    final = train_classifier(corpus, tmp_path / "clf", cfg, seed=1)
+    with caplog.at_level(logging.INFO, logger="sentidistill.train.classifier"):
+        final = train_classifier(corpus, tmp_path / "clf", cfg, seed=1)
     summary = json.loads((tmp_path / "clf" / "final" / "training_summary.json").read_text())
+    # One evaluation per eval step (and one before training): the best checkpoint's is reused, not redone.
+    evaluated = [r.getMessage().split("step ")[1].split("/")[0] for r in caplog.records if "dev agreement" in r.getMessage()]
+    assert len(evaluated) >= 3 and len(set(evaluated)) == len(evaluated), evaluated
     assert is_classifier_checkpoint(final) and (final / "model.safetensors").is_file()
     assert summary["dev_before"]["eval_teacher_agreement"] < 0.8
     assert summary["dev_after"]["eval_teacher_agreement"] >= 0.9

@@ -210,8 +210,19 @@ class DevAgreementMixin:
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
         self.dev_before = self.evaluate() if resume_from_checkpoint is None else {}  # type: ignore[attr-defined]
         out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)  # type: ignore[misc]
-        self.dev_after = self.evaluate()  # type: ignore[attr-defined]
+        self.dev_after = self._best_evaluation() or self.evaluate()  # type: ignore[attr-defined]
         return out
+
+    def _best_evaluation(self) -> dict[str, float] | None:
+        """The logged evaluation of the checkpoint training ended on (``load_best_model_at_end``: the best one),
+        so that it is not evaluated a second time (a generative student's dev slice generates: minutes)."""
+        state, args = self.state, self.args  # type: ignore[attr-defined]
+        best = state.best_model_checkpoint
+        if not (args.load_best_model_at_end and best):
+            return None
+        step = int(str(best).rstrip("/").rsplit("-", 1)[-1])
+        return next((h for h in reversed(state.log_history)
+                     if h.get("step") == step and "eval_teacher_agreement" in h), None)
 
     def summary(self) -> dict[str, Any]:
         """This method's part of ``training_summary.json``: best checkpoint and dev agreement before/after."""
