@@ -74,6 +74,7 @@ def test_plan_of_the_quickstart_example(tmp_path):
                              "bench_unseen", "report"]),
     ("paper1_offline.yaml", ["teach_icl", "bench_teacher", "bench_student_before", "train_icldist",
                              "bench_student_after", "report"]),
+    ("cpu_knowdist.yaml", ["teach_knowdist", "train_knowdist", "finetune_eval"]),
 ])
 def test_plan_of_the_example_configs(example, expected):
     cfg = load_config(ROOT / "examples" / example)
