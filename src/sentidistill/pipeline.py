@@ -238,6 +238,10 @@ def _run_bench_stage(ctx: StageContext) -> dict:
 _BENCH_SELECTION = {"enabled", "include_teacher", "include_student_before", "unseen_tasks"}
 
 
+def _data_dir_setting(cfg: PipelineConfig) -> str | None:
+    return str(cfg.data_dir) if cfg.data_dir else None
+
+
 def _bench_settings(target: BenchTarget) -> Callable[[PipelineConfig], dict[str, Any]]:
     """What a benchmark stage reads: the bench section (less the switches that select stages), the data
     folder, and the teacher's settings (teacher targets) or the student's (model targets; the model itself
@@ -245,7 +249,7 @@ def _bench_settings(target: BenchTarget) -> Callable[[PipelineConfig], dict[str,
 
     def settings(cfg: PipelineConfig) -> dict[str, Any]:
         out: dict[str, Any] = {"bench": cfg.bench.model_dump(mode="json", exclude=_BENCH_SELECTION),
-                               "data_dir": str(cfg.data_dir) if cfg.data_dir else None}
+                               "data_dir": _data_dir_setting(cfg)}
         if target.model is None:
             out["teacher"] = cfg.teacher.legacy_dump()
         else:
@@ -260,7 +264,7 @@ def _bench_settings(target: BenchTarget) -> Callable[[PipelineConfig], dict[str,
 def _teach_settings(section: str) -> Callable[[PipelineConfig], dict[str, Any]]:
     """What a teaching stage reads: its section, the teacher, the seed and the data folder."""
     return lambda cfg: {section: getattr(cfg, section).model_dump(mode="json"), "teacher": cfg.teacher.legacy_dump(),
-                        "seed": cfg.seed, "data_dir": str(cfg.data_dir) if cfg.data_dir else None}
+                        "seed": cfg.seed, "data_dir": _data_dir_setting(cfg)}
 
 
 def _generative_settings(cfg: PipelineConfig) -> dict[str, Any]:
@@ -533,13 +537,14 @@ def _check_acyclic(stages: tuple[Stage, ...] | list[Stage]) -> None:
 @dataclass
 class _Resume:
     """Where a stage stands in the run directory: the result ids of its dependencies now (``inputs``), its
-    manifest entry, whether it was started on other inputs (``stale``), and why a finished stage is not
-    usable (``problem``; None when it is)."""
+    manifest entry, whether it was started with other settings (``settings_changed``) or on other inputs or
+    settings (``stale``), and why a finished stage is not usable (``problem``; None when it is)."""
 
     inputs: dict[str, str | None]
     info: dict[str, Any]
     stale: bool
     problem: str | None
+    settings_changed: bool = False
 
     @property
     def reusable(self) -> bool:
@@ -553,12 +558,12 @@ def _resume_state(stage: Stage, rundir: RunDir, cfg: PipelineConfig,
     written before stages recorded their settings, see :func:`_legacy_settings`)."""
     inputs = {d: rundir.stage_info(d).get("token") for d in stage.built_from}
     info = rundir.stage_info(stage.name)
-    settings = info.get("settings", (recorded or {}).get(stage.name))
-    stale = bool(info) and (info.get("built_from") != inputs or settings != stage.settings_hash(cfg))
+    settings_changed = bool(info) and info.get("settings", (recorded or {}).get(stage.name)) != stage.settings_hash(cfg)
+    stale = settings_changed or (bool(info) and info.get("built_from") != inputs)
     problem = None
     if info.get("status") == "done" and not stale:
         problem = next((p for p in (_output_problem(o, info) for o in stage.output_paths(rundir)) if p), None)
-    return _Resume(inputs, info, stale, problem)
+    return _Resume(inputs, info, stale, problem, settings_changed)
 
 
 def _legacy_settings(rundir: RunDir) -> dict[str, str]:
@@ -663,12 +668,11 @@ def describe_plan(cfg: PipelineConfig) -> list[dict[str, Any]]:
     for s in stages:
         state = _resume_state(s, rundir, cfg, legacy)
         redone = [d for d in s.built_from if d in will_run]
-        settings_changed = bool(state.info) and state.info.get("settings", legacy.get(s.name)) != s.settings_hash(cfg)
         if state.reusable and not redone:
             status = "done"
-        elif state.reusable or (state.stale and not settings_changed):
+        elif state.reusable or (state.stale and not state.settings_changed):
             status = "to run (an upstream stage is redone)"
-        elif settings_changed:
+        elif state.settings_changed:
             status = "to run (its settings changed)"
         elif state.problem is not None:
             status = f"to run ({state.problem})"

@@ -7,6 +7,7 @@ their own special tokens, so nothing is added to them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,18 @@ class CausalStudent(HFGenerativeStudent):
             return self._shared_prompt_logprobs(list(prompts), conts, max_length)
         return self._full_sequence_logprobs(list(prompts), conts, max_length)
 
+    @property
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @functools.cached_property
+    def _cache_keyword(self) -> str:
+        """The forward argument that takes a KV cache: ``cache`` (transformers 5.x) or ``past_key_values``."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
     def _left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad = self._pad_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         return ids, mask
@@ -151,15 +161,13 @@ class CausalStudent(HFGenerativeStudent):
         # Each continuation feeds its tokens but the last after a copy of its prompt's cache (right-padded).
         cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")  # 5.x / 4.x
         cache.batch_select_indices(row_group)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        feed = torch.tensor([(c[:-1] + [pad] * rest)[:rest] for c in conts], device=self.device)
-        feed_mask = torch.tensor([[1] * max(0, len(c) - 1) + [0] * (rest - max(0, len(c) - 1)) for c in conts],
-                                 device=self.device)
+        fed = [c[:-1] for c in conts]
+        feed = torch.tensor([f + [self._pad_id] * (rest - len(f)) for f in fed], device=self.device)
+        feed_mask = torch.tensor([[1] * len(f) + [0] * (rest - len(f)) for f in fed], device=self.device)
         lengths = ctx_mask.sum(-1)[row_group]
         positions = lengths.unsqueeze(-1) + torch.arange(rest, device=self.device)
-        past = {"cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values": cache}
         out = self._forward(0, input_ids=feed, attention_mask=torch.cat([ctx_mask[row_group], feed_mask], dim=-1),
-                            position_ids=positions, use_cache=True, **past)  # transformers 5.x names it `cache`
+                            position_ids=positions, use_cache=True, **{self._cache_keyword: cache})
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # [N, rest, V]: position j predicts token j+1
         for i, cont in enumerate(conts):
             if len(cont) > 1:

@@ -154,10 +154,10 @@ class HFGenerativeStudent(Student):
             raise InputError(f"a {self.kind} student scores labels after a prompt", field="prompts",
                              expected="the rendered task prompts")
         conts, lengths = self.label_continuations(labels, prompt_style, first_token)
-        n = len(labels)
+        n, step = len(labels), max(1, batch_size)
         out: list[list[float]] = []
-        for i in range(0, len(prompts), max(1, batch_size)):
-            rendered = [self.render(p) for p in prompts[i: i + max(1, batch_size)]]
+        for i in range(0, len(prompts), step):
+            rendered = [self.render(p) for p in prompts[i: i + step]]
             ll = self.loglikelihood([p for p in rendered for _ in labels], conts * len(rendered),
                                     n_tokens=lengths * len(rendered), max_length=max_length)
             out.extend(ll[j * n: (j + 1) * n] for j in range(len(rendered)))

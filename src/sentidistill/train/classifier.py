@@ -216,13 +216,11 @@ class DevAgreementMixin:
     def _best_evaluation(self) -> dict[str, float] | None:
         """The logged evaluation of the checkpoint training ended on (``load_best_model_at_end``: the best one),
         so that it is not evaluated a second time (a generative student's dev slice generates: minutes)."""
-        state, args = self.state, self.args  # type: ignore[attr-defined]
-        best = state.best_model_checkpoint
-        if not (args.load_best_model_at_end and best):
+        state = self.state  # type: ignore[attr-defined]
+        if not (self.args.load_best_model_at_end and state.best_global_step):  # type: ignore[attr-defined]
             return None
-        step = int(str(best).rstrip("/").rsplit("-", 1)[-1])
         return next((h for h in reversed(state.log_history)
-                     if h.get("step") == step and "eval_teacher_agreement" in h), None)
+                     if h.get("step") == state.best_global_step and "eval_teacher_agreement" in h), None)
 
     def summary(self) -> dict[str, Any]:
         """This method's part of ``training_summary.json``: best checkpoint and dev agreement before/after."""
