@@ -23,6 +23,7 @@ from sentidistill.bench.models import HFModelAdapter
 from sentidistill.bench.registry import get_task
 from sentidistill.students import load_student
 from sentidistill.train.softlabel_lm import label_logits
+from sentidistill.utils.cli import quiet_third_party
 
 
 def _bench(adapter: HFModelAdapter, task: str, args: argparse.Namespace, out: Path) -> tuple[float, dict]:
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/label-scoring-speed"))
     args = ap.parse_args()
+    quiet_third_party()
     torch.set_num_threads(args.threads)
     student = load_student(args.student)
     adapter = HFModelAdapter(student, max_length=640)
