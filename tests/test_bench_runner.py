@@ -177,3 +177,22 @@ def test_whole_sentibench_suite_tiny(causal, shared_data_dir, tmp_path):
     table = [line for line in results.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 12 + 3 + 1  # header, tasks, category means, score
     assert "data:image/png;base64," in paths["html"].read_text()
+
+
+def test_cli_max_chars_cuts_test_texts_and_classification_demonstrations(tiny_causal_dir, user_task, tmp_path):
+    """``--max-chars`` reaches run_task: every query and every demonstration of a classification prompt is cut
+    (a 4-shot prompt of long reviews is otherwise mostly demonstrations)."""
+    from sentidistill.cli import app
+
+    task, data = user_task
+    out = tmp_path / "cut"
+    res = CliRunner().invoke(app, ["bench", "--model", str(tiny_causal_dir), "--tasks", str(task.source), "--shots",
+                                   "2", "--out", str(out), "--data-dir", str(data), "--max-chars", "5",
+                                   "--no-report", "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (out / "predictions" / "soup.seed42.jsonl").read_text().splitlines()]
+    assert rows and all(r["text"] in ("great", "awful") for r in rows)
+    prompts = [json.dumps(r["prompt"]) for r in rows]
+    assert all("soup" not in p for p in prompts), prompts[0]  # neither the query nor a demonstration kept it
+    # The query and at least one demonstration in each (a demonstration identical to the query is left out).
+    assert all(p.count("great") + p.count("awful") >= 2 for p in prompts), prompts[0]

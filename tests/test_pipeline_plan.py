@@ -75,6 +75,9 @@ def test_plan_of_the_quickstart_example(tmp_path):
     ("paper1_offline.yaml", ["teach_icl", "bench_teacher", "bench_student_before", "train_icldist",
                              "bench_student_after", "report"]),
     ("cpu_knowdist.yaml", ["teach_knowdist", "train_knowdist", "finetune_eval"]),
+    ("cpu_generative.yaml", ["teach_soft", "teach_tuples", "bench_teacher", "bench_teacher_calibrated",
+                             "bench_student_before", "train_generative", "bench_generative_after",
+                             "calibrate_generative", "bench_generative_calibrated", "report"]),
 ])
 def test_plan_of_the_example_configs(example, expected):
     cfg = load_config(ROOT / "examples" / example)
@@ -141,7 +144,7 @@ def test_every_declared_stage_is_planned_by_some_config(tmp_path):
         _cfg(tmp_path, finetune={"enabled": True}, bench={"unseen_tasks": ["sst2"]}),
         _cfg(tmp_path, soft_labels={"enabled": True, "train_generative": True}, classifier={"enabled": True}),
         _cfg(tmp_path, soft_labels={"enabled": True}, finegrained={"enabled": True},
-             generative={"enabled": True, "fewshot_bench": 4}),
+             generative={"enabled": True, "fewshot_bench": 4, "calibration": "batch"}),
     ]
     assert {n for c in configs for n in _names(c)} == {s.name for s in STAGES}
 

@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
                                     "with the same model and settings (a killed run continues)."),
         bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples of the test items for the 95% "
                                       "intervals per task and for the score (0 = none)."),
+        max_chars: int = typer.Option(None, min=1, help="Cut every test text and demonstration at this many "
+                                      "characters (the same cut for every model; a run's `bench.max_chars`)."),
     ) -> None:
         """Evaluate a model on SentiBench (or any suite/task), e.g.
 
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
             metrics = run_bench(adapter, task_objs, shots=shots, seeds=_ints(seeds), limit=limit, scoring=scoring,
                                 out_dir=out, data_dir=data_dir, model_name=name, demo_selection=demos,
                                 suite=None if tasks else suite, max_new_tokens=max_new_tokens, resume=resume,
-                                bootstrap=bootstrap)
+                                bootstrap=bootstrap, max_chars=max_chars)
         finally:
             close = getattr(adapter, "close", None)
             if close:

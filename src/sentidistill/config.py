@@ -314,6 +314,8 @@ class GenerativeConfig(_Section):
     dev_generate: int = Field(32, ge=0, description="Fine-grained dev rows per task answered greedily at each evaluation (micro-F1 against the teacher's tuples); 0 = teacher-forced loss only.")
     max_length: int = Field(768, ge=32, le=8192, description="Prompt + answer tokens kept (k-shot prompts are cut on the left).")
     fewshot_bench: int = Field(0, ge=0, le=16, description="Also bench the generative student before and after with this many demonstrations (4: SentiBench's protocol), besides `bench.shots`; 0 = not.")
+    calibration: Literal["none", "batch"] = Field("none", description="batch: after training, measure the student's own label prior per classification task on `calibration_texts` unlabeled train texts (batch calibration, Zhou et al. 2023), save it with the model (`models/generative/calibrated`) and bench that model too (its restricted scores minus the log prior); none: not. Needs soft_labels.")
+    calibration_texts: int = Field(128, ge=8, le=100_000, description="Unlabeled texts per classification task the student's label prior is measured on (from the train split; no teacher call, no gold label).")
     training: TrainingConfig = Field(default_factory=lambda: default_training("multitask_lm"), description="Trainer settings (eval_steps None = twice per epoch).")
 
     @field_validator("training")
@@ -425,6 +427,9 @@ class PipelineConfig(_Section):
         if self.generative.enabled and not (self.soft_labels.enabled or self.finegrained.enabled):
             raise ValueError("generative.enabled needs soft_labels.enabled and/or finegrained.enabled "
                              "(the generative student learns what the teacher wrote)")
+        if self.generative.enabled and self.generative.calibration != "none" and not self.soft_labels.enabled:
+            raise ValueError("generative.calibration needs soft_labels.enabled (the student's label priors are "
+                             "measured on the classification tasks it learned from the soft labels)")
         return self
 
     @field_validator("data_dir")
@@ -464,6 +469,8 @@ _ADDED_AT_DEFAULT: dict[str, Any] = {
     "classifier.pooling": "mean",
     "finegrained": FineGrainedConfig().model_dump(mode="json"),
     "generative": GenerativeConfig().model_dump(mode="json"),
+    "generative.calibration": "none",
+    "generative.calibration_texts": 128,
     "bench.max_chars": None,
     "bench.unseen_tasks": [],
 }

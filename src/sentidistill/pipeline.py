@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # The benchmarked models, in the order the results table and the report list them.
 BENCH_ORDER = ("teacher", "teacher_calibrated", "student_before", "student_before_fewshot", "student_knowdist",
                "student_after", "student_soft_after", "generative_after", "generative_after_fewshot",
+               "generative_calibrated",
                "classifier_before", "classifier_after")
 
 
@@ -270,9 +271,23 @@ def _teach_settings(section: str) -> Callable[[PipelineConfig], dict[str, Any]]:
 def _generative_settings(cfg: PipelineConfig) -> dict[str, Any]:
     """What ``train_generative`` reads (the corpora are its inputs): the generative section, the student, the
     seed and the task lists of both corpora."""
-    return {"generative": cfg.generative.model_dump(mode="json"), "student": cfg.student.model_dump(mode="json"),
+    return {"generative": cfg.generative.model_dump(mode="json", exclude=_NOT_TRAINING_SETTINGS),
+            "student": cfg.student.model_dump(mode="json"),
             "seed": cfg.seed, "soft_tasks": cfg.soft_labels.tasks if cfg.soft_labels.enabled else [],
             "tuple_tasks": cfg.finegrained.tasks if cfg.finegrained.enabled else []}
+
+
+#: The generative section's settings the training does not read: the calibration stage's, and the shots of
+#: the student's few-shot benchmarks (a new value re-benches, it does not retrain).
+_NOT_TRAINING_SETTINGS = {"calibration", "calibration_texts", "fewshot_bench"}
+
+
+def _calibration_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    """What ``calibrate_generative`` reads (the trained student is its input): the method, the texts per task,
+    the tasks, the seed that draws the texts, the bench's text cut, the student's kind and length limit."""
+    return {"calibration": cfg.generative.calibration, "calibration_texts": cfg.generative.calibration_texts,
+            "tasks": cfg.soft_labels.tasks, "seed": cfg.seed, "max_chars": cfg.bench.max_chars,
+            "data_dir": _data_dir_setting(cfg), "student": cfg.student.model_dump(mode="json")}
 
 
 def _classifier_settings(cfg: PipelineConfig) -> dict[str, Any]:
@@ -312,6 +327,10 @@ def _generative_soft(cfg: PipelineConfig) -> bool:
 
 def _generative(cfg: PipelineConfig) -> bool:
     return cfg.generative.enabled
+
+
+def _calibrated(cfg: PipelineConfig) -> bool:
+    return cfg.generative.enabled and cfg.generative.calibration != "none"
 
 
 def _fewshot(cfg: PipelineConfig) -> bool:
@@ -437,6 +456,14 @@ STAGES: tuple[Stage, ...] = (
     bench_stage(BenchTarget("generative_after", "generative student (multi-task)", "generative_after"), _generative),
     bench_stage(BenchTarget("generative_after_fewshot", "generative student (multi-task)", "generative_after",
                             unseen=False, fewshot=True), _fewshot),
+    # The distilled student's own label prior per task, divided out (batch calibration, no gold labels).
+    Stage(name="calibrate_generative", enabled=_calibrated, needs=("train_generative",),
+          reads=("generative_after",), produces=Produces(("generative_calibrated",), "generative/calibrated"),
+          settings=_calibration_settings,
+          run=lambda ctx: _calibrate_generative(ctx.cfg, ctx.model("generative_after"), ctx.outputs[0],
+                                                ctx.data_dir)),
+    bench_stage(BenchTarget("generative_calibrated", "generative student (multi-task, calibrated)",
+                            "generative_calibrated", unseen=False), _calibrated),
     # Paper 2's evaluation: fine-tune the student before and after KnowDist on FSA data.
     Stage(name="finetune_eval", enabled=lambda cfg: cfg.finetune.enabled, after=("train_knowdist",),
           reads=("student_before",), reported=True, outputs=lambda r: [r.path / "finetune" / "results.json"],
@@ -787,7 +814,7 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
            model: str | None = None, teacher: _LazyTeacher | None = None, priors: Path | None = None,
            kind: str | None = None) -> dict:
     from sentidistill.bench import list_tasks, run_bench
-    from sentidistill.bench.models import CalibratedAdapter, HFModelAdapter, TeacherAdapter
+    from sentidistill.bench.models import CalibratedAdapter, TeacherAdapter, student_adapter
 
     tasks = cfg.bench.tasks or list_tasks(cfg.bench.suite)
     if teacher is not None:
@@ -798,7 +825,7 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
             stats = read_soft_label_stats(priors)
             adapter = CalibratedAdapter(adapter, {t: v["log_prior"] for t, v in stats["tasks"].items()})
     else:
-        adapter = HFModelAdapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length)
+        adapter = student_adapter(model, kind=kind or cfg.student.kind, max_length=cfg.student.max_source_length)
     sent_before = teacher.stats.get("sent", 0) if teacher is not None else 0
     metrics = run_bench(
         adapter, tasks, shots=cfg.bench.shots, seeds=cfg.bench.seeds, limit=cfg.bench.limit,
@@ -812,6 +839,16 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
         metrics["from_cache"] = True
         atomic_write_json(out / "metrics.json", metrics)
     return {"score": metrics.get("sentibench_score"), "bench_wall_s": metrics.get("wall_s")}
+
+
+def _calibrate_generative(cfg: PipelineConfig, model: Model, out: Path, data_dir: Path | None) -> dict:
+    from sentidistill.distill.student_calibration import calibrate_student
+
+    if not Path(model.path).is_dir():
+        raise ConfigError(f"calibrate_generative needs a trained student folder, got '{model.path}'")
+    return calibrate_student(model.path, out, cfg.soft_labels.tasks, data_dir=data_dir,
+                             n=cfg.generative.calibration_texts, seed=cfg.seed, max_chars=cfg.bench.max_chars,
+                             kind=model.kind or cfg.student.kind, max_length=cfg.student.max_source_length)
 
 
 def _finetune(cfg: PipelineConfig, models: dict[str, str], out: Path, data_dir: Path | None) -> dict:

@@ -438,6 +438,23 @@ class ReplayAdapter:
         pass
 
 
+def student_adapter(model: str | Path, **kwargs: Any) -> Any:
+    """:class:`HFModelAdapter` for the student ``model`` (``kwargs`` go to it), wrapped in a
+    :class:`CalibratedAdapter` when the model folder holds its own label priors
+    (:mod:`sentidistill.students.label_priors`, written by ``sentidistill.distill.student_calibration``):
+    a calibrated student is benchmarked as it was calibrated. The priors were estimated with the prompts
+    their file names (``shots``); they are applied to the task names they list, at any shots."""
+    from sentidistill.students.label_priors import log_priors_by_task, read_label_priors
+
+    adapter = HFModelAdapter(str(model), **kwargs)
+    priors = read_label_priors(model) if Path(str(model)).is_dir() else None
+    if priors is None:
+        return adapter
+    log.info("%s: applying its label priors (%s calibration, %d tasks)", model, priors.get("method"),
+             len(priors["tasks"]))
+    return CalibratedAdapter(adapter, log_priors_by_task(priors))
+
+
 def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size: int = 8,
                   first_token: bool = False, prompt_style: str = "auto", **kwargs: Any) -> Any:
     """``openai:MODEL@BASE_URL`` → TeacherAdapter; ``replay:FILE`` → ReplayAdapter; else an HF model spec.
@@ -457,5 +474,4 @@ def build_adapter(spec: str, *, cache_path: str | Path | None = None, batch_size
                              got=spec)
         cfg = TeacherConfig(kind="openai", model=model, base_url=base_url or None, **kwargs)
         return TeacherAdapter(build_teacher(cfg, cache_path, progress=False), name=spec)
-    return HFModelAdapter(spec, batch_size=batch_size, first_token=first_token,
-                          prompt_style=prompt_style)  # type: ignore[arg-type]
+    return student_adapter(spec, batch_size=batch_size, first_token=first_token, prompt_style=prompt_style)

@@ -149,6 +149,9 @@ def run_task(
     k = task.spec.demos.k if shots is None else shots
     selection = demo_selection or task.spec.demos.selection
     pool = task.load(task.spec.demos.split, data_dir=data_dir) if k > 0 else []
+    cut_demos = bool(max_chars) and task.kind == "classification"
+    if cut_demos:  # a 4-shot prompt of long reviews would be mostly demonstrations; tuples name spans: not cut
+        pool = [{**r, "text": str(r["text"])[:max_chars]} for r in pool]
     # Demonstrations that do not depend on the seed make extra seeds pointless.
     run_seeds = list(seeds) if (k > 0 and selection == "random") else list(seeds)[:1]
     per_seed: dict[str, dict[str, Any]] = {}
@@ -164,7 +167,8 @@ def run_task(
     reused: list[int] = []
     seed_items: list[S.ItemScores] = []
     for seed in run_seeds:
-        demos = select_demos(task, rows, pool, k, seed, selection, pool_key=task.spec.demos.split)
+        demos = select_demos(task, rows, pool, k, seed, selection,
+                             pool_key=task.spec.demos.split + (f":cut{max_chars}" if cut_demos else ""))
         prompts = [task.prompt(r, d, style=adapter.prompt_style) for r, d in zip(rows, demos, strict=True)]
         # Everything that decides the model's answers, and nothing that only parses or scores them.
         key = stable_hash({
@@ -280,7 +284,8 @@ def run_bench(
 
     ``shots=None`` uses each task's own k. ``limit`` scores a stratified subsample (fixed seed 42) of
     each evaluation split; ``max_new_tokens`` overrides the tasks' generation length (smoke tests);
-    ``max_chars`` cuts every test text at that many characters (the same cut for every model).
+    ``max_chars`` cuts every test text at that many characters (the same cut for every model), and the
+    demonstrations of classification tasks (a fine-grained demonstration's tuples name spans of its text).
     The SentiBench score is the unweighted mean of the task scores that ran. With ``out_dir`` and
     ``resume`` (the default), every (task, seed) finished by an earlier call with the same model and
     settings is read back instead of recomputed (see the module doc); ``resume=False`` recomputes all.
