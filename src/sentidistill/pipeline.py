@@ -269,8 +269,9 @@ def _teach_settings(section: str) -> Callable[[PipelineConfig], dict[str, Any]]:
 
 
 def _generative_settings(cfg: PipelineConfig) -> dict[str, Any]:
-    """What ``train_generative`` reads (the corpora are its inputs): the generative section, the student, the
-    seed and the task lists of both corpora."""
+    """What ``train_generative`` reads (the corpora are its inputs): the generative section less the settings
+    only later stages read (:data:`_NOT_TRAINING_SETTINGS`), the student, the seed and the task lists of both
+    corpora."""
     return {"generative": cfg.generative.model_dump(mode="json", exclude=_NOT_TRAINING_SETTINGS),
             "student": cfg.student.model_dump(mode="json"),
             "seed": cfg.seed, "soft_tasks": cfg.soft_labels.tasks if cfg.soft_labels.enabled else [],
@@ -842,6 +843,8 @@ def _bench(cfg: PipelineConfig, label: str, out: Path, data_dir: Path | None, *,
 
 
 def _calibrate_generative(cfg: PipelineConfig, model: Model, out: Path, data_dir: Path | None) -> dict:
+    """The trained student ``model`` with its label priors on the soft-label tasks, written to ``out``
+    (:func:`sentidistill.distill.student_calibration.calibrate_student`)."""
     from sentidistill.distill.student_calibration import calibrate_student
 
     if not Path(model.path).is_dir():
