@@ -847,8 +847,6 @@ def _calibrate_generative(cfg: PipelineConfig, model: Model, out: Path, data_dir
     (:func:`sentidistill.distill.student_calibration.calibrate_student`)."""
     from sentidistill.distill.student_calibration import calibrate_student
 
-    if not Path(model.path).is_dir():
-        raise ConfigError(f"calibrate_generative needs a trained student folder, got '{model.path}'")
     return calibrate_student(model.path, out, cfg.soft_labels.tasks, data_dir=data_dir,
                              n=cfg.generative.calibration_texts, seed=cfg.seed, max_chars=cfg.bench.max_chars,
                              kind=model.kind or cfg.student.kind, max_length=cfg.student.max_source_length)

@@ -68,12 +68,9 @@ def student_label_priors(adapter: Any, tasks: list[str], *, data_dir: str | Path
 
 
 def link_model(src: str | Path, dst: str | Path) -> Path:
-    """``dst`` as a copy of the model folder ``src`` (hard links where the file system allows: no second
-    copy of the weights on disk; a plain copy otherwise), without ``src``'s label priors. Built in a
-    temporary sibling and renamed into place, so a killed call leaves no half folder."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """``dst`` (which must not exist) as a copy of the model folder ``src``: hard links where the file system
+    allows (no second copy of the weights on disk), a plain copy otherwise; ``src``'s label priors and
+    checkpoints are left out."""
 
     def link_or_copy(a: str, b: str) -> None:
         try:
@@ -81,11 +78,9 @@ def link_model(src: str | Path, dst: str | Path) -> Path:
         except OSError:
             shutil.copy2(a, b)
 
-    shutil.copytree(src, tmp, copy_function=link_or_copy,
+    shutil.copytree(src, dst, copy_function=link_or_copy,
                     ignore=shutil.ignore_patterns(LABEL_PRIORS_FILE, "checkpoints"))
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return dst
+    return Path(dst)
 
 
 def calibrate_student(model: str | Path, out: str | Path, tasks: list[str], *, data_dir: str | Path | None,
@@ -100,8 +95,11 @@ def calibrate_student(model: str | Path, out: str | Path, tasks: list[str], *, d
         priors = student_label_priors(adapter, tasks, data_dir=data_dir, n=n, seed=seed, max_chars=max_chars)
     finally:
         adapter.close()
+    # Built in a sibling folder and renamed into place: a killed call leaves no half-written model.
     folder = Path(out)
-    tmp = link_model(model, folder.with_name(folder.name + ".build"))
+    tmp = folder.with_name(folder.name + ".build")
+    shutil.rmtree(tmp, ignore_errors=True)
+    link_model(model, tmp)
     write_label_priors(tmp, priors, method="batch", shots=0, prompt_style=adapter.prompt_style)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

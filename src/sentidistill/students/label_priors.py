@@ -38,9 +38,9 @@ def write_label_priors(model_dir: str | Path, tasks: dict[str, dict[str, Any]], 
                        shots: int = 0, prompt_style: str = "chat") -> Path:
     """Write ``tasks`` (task -> ``{labels, prior, log_prior, n, unusable}``) to ``model_dir/label_priors.json``
     atomically; returns the path. Raises ``InputError`` for an entry whose lengths disagree."""
-    for name, entry in tasks.items():
-        _check_entry(name, entry, Path(model_dir) / LABEL_PRIORS_FILE)
     path = Path(model_dir) / LABEL_PRIORS_FILE
+    for name, entry in tasks.items():
+        _check_entry(name, entry, path)
     atomic_write_json(path, {"schema": SCHEMA, "method": method, "shots": shots, "prompt_style": prompt_style,
                              "tasks": tasks})
     return path
